@@ -1,0 +1,1 @@
+"""octavia-workflows: durable, resumable operator runbooks for Octavia."""
