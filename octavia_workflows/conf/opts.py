@@ -1,0 +1,195 @@
+"""Configuration options of octavia-workflows.
+
+The ``[task_flow]`` group reuses Octavia's option names so that an
+operator's knowledge and configuration carry over; only the default
+namespace differs (Octavia's own conductors would otherwise claim our
+jobs).  :func:`list_opts` feeds ``oslo-config-generator``.
+"""
+
+import os
+
+from oslo_config import cfg
+
+_REDIS_SSL_DEFAULTS = {
+    'ssl': False,
+    'ssl_keyfile': None,
+    'ssl_certfile': None,
+    'ssl_ca_certs': None,
+    'ssl_cert_reqs': 'required',
+}
+
+default_opts = [
+    cfg.StrOpt(
+        'state_path',
+        default=os.path.join('~', '.local', 'state', 'octavia-workflows'),
+        sample_default='~/.local/state/octavia-workflows',
+        help='Directory for local state: the embedded SQLite persistence '
+        'file lives here when [task_flow] persistence_connection is '
+        'not set.',
+    ),
+]
+
+task_flow_opts = [
+    cfg.StrOpt(
+        'persistence_connection',
+        secret=True,
+        help='SQLAlchemy URL of the persistence database that holds every '
+        'job, its parameters and each step\'s state, e.g. '
+        'mysql+pymysql://user:pass@host/octavia_persistence. Unset: an '
+        'SQLite file in state_path (single host only).',
+    ),
+    cfg.BoolOpt(
+        'jobboard_enabled',
+        default=False,
+        help='Post jobs to a Redis or ZooKeeper jobboard for conductors to '
+        'claim. False: "submit" runs the workflow in the foreground and '
+        '"resume" continues an interrupted run.',
+    ),
+    cfg.StrOpt(
+        'jobboard_backend_driver',
+        default='redis_taskflow_driver',
+        choices=[
+            ('redis_taskflow_driver', 'Redis (standalone or Sentinel).'),
+            ('zookeeper_taskflow_driver', 'ZooKeeper.'),
+        ],
+        help='Jobboard backend driver.',
+    ),
+    cfg.ListOpt(
+        'jobboard_backend_hosts',
+        default=['127.0.0.1'],
+        help='Jobboard backend server host(s). With Redis Sentinel: the '
+        'sentinels; the first is tried first, the others are fallbacks.',
+    ),
+    cfg.PortOpt(
+        'jobboard_backend_port', default=6379, help='Jobboard backend port.'
+    ),
+    cfg.StrOpt(
+        'jobboard_backend_username', help='Jobboard backend user name.'
+    ),
+    cfg.StrOpt(
+        'jobboard_backend_password',
+        secret=True,
+        help='Jobboard backend password (Redis AUTH, ZooKeeper digest).',
+    ),
+    cfg.StrOpt(
+        'jobboard_backend_namespace',
+        default='octavia_workflows',
+        help='Jobboard namespace (Redis key prefix, ZooKeeper path). Must '
+        'NOT be Octavia\'s own "octavia_jobboard": Octavia\'s '
+        'conductors would claim these jobs.',
+    ),
+    cfg.IntOpt(
+        'jobboard_redis_backend_db',
+        default=0,
+        min=0,
+        help='Database index in the Redis server.',
+    ),
+    cfg.StrOpt(
+        'jobboard_redis_sentinel',
+        help='Redis Sentinel master name; set it to use Sentinel.',
+    ),
+    cfg.StrOpt(
+        'jobboard_redis_sentinel_username',
+        help='Redis Sentinel user name.',
+    ),
+    cfg.StrOpt(
+        'jobboard_redis_sentinel_password',
+        secret=True,
+        help='Redis Sentinel password.',
+    ),
+    cfg.DictOpt(
+        'jobboard_redis_backend_ssl_options',
+        default=dict(_REDIS_SSL_DEFAULTS),
+        help='Redis TLS options: ssl, ssl_keyfile, ssl_certfile, '
+        'ssl_ca_certs, ssl_cert_reqs.',
+    ),
+    cfg.DictOpt(
+        'jobboard_redis_sentinel_ssl_options',
+        default=dict(_REDIS_SSL_DEFAULTS),
+        help='Redis Sentinel TLS options (same keys as the backend).',
+    ),
+    cfg.DictOpt(
+        'jobboard_zookeeper_ssl_options',
+        default={
+            'use_ssl': False,
+            'keyfile': None,
+            'keyfile_password': None,
+            'certfile': None,
+            'ca': None,
+            'verify_certs': True,
+        },
+        help='ZooKeeper TLS options: use_ssl, keyfile, keyfile_password, '
+        'certfile, ca, verify_certs.',
+    ),
+    cfg.IntOpt(
+        'jobboard_expiration_time',
+        default=30,
+        min=2,
+        help='Seconds a claim lives without being renewed. A running '
+        'conductor renews its claims every third of this; a dead '
+        'conductor\'s job is taken over after at most this long (for '
+        'ZooKeeper it is the session timeout).',
+    ),
+    cfg.BoolOpt(
+        'jobboard_save_logbook',
+        default=False,
+        help='Keep the TaskFlow logbook (every step\'s saved state) of a '
+        'finished job. The job record and per-target report are kept '
+        'either way until "purge".',
+    ),
+    cfg.IntOpt(
+        'max_workers',
+        default=5,
+        min=1,
+        help='Jobs one conductor runs at the same time (default of '
+        '"conductor --workers").',
+    ),
+]
+
+conductor_opts = [
+    cfg.StrOpt(
+        'name',
+        help='Conductor name prefix; a unique suffix is added per process '
+        'start. Default: the host name.',
+    ),
+    cfg.FloatOpt(
+        'poll_interval',
+        default=1.0,
+        min=0.05,
+        help='Seconds between looks at the jobboard for new jobs.',
+    ),
+    cfg.IntOpt(
+        'max_job_attempts',
+        default=3,
+        min=1,
+        help='Attempts in a row that make no progress before a job is '
+        'given up and ends FAILED with the reason. An attempt that '
+        'completes a step resets the count.',
+    ),
+    cfg.FloatOpt(
+        'stop_timeout',
+        default=60.0,
+        min=0,
+        help='On SIGTERM, seconds to let in-flight steps finish before the '
+        'claims are released anyway.',
+    ),
+]
+
+cloud_opts = [
+    cfg.StrOpt(
+        'name',
+        help='Name of the clouds.yaml entry (openstacksdk) to use; '
+        '--os-cloud overrides it, then OS_CLOUD. Only this name is '
+        'ever stored with a job, never credentials.',
+    ),
+]
+
+
+def list_opts():
+    """Option groups for oslo-config-generator."""
+    return [
+        ('DEFAULT', default_opts),
+        ('task_flow', task_flow_opts),
+        ('conductor', conductor_opts),
+        ('cloud', cloud_opts),
+    ]

@@ -1,0 +1,106 @@
+"""The run context handed to every task of a job.
+
+It is injected into the engine's storage as the transient argument
+``context`` (never persisted), so tasks declare ``context`` in their
+``execute`` signature and get:
+
+- ``job_id``, ``params``, ``owner``;
+- ``fence()``: the fencing check to call right before any change to the
+  cloud (raises :class:`~octavia_workflows.exceptions.ClaimLost`);
+- ``cloud()``: the openstacksdk-backed :mod:`octavia_workflows.cloud`
+  client for the job's cloud (created lazily, once per run);
+- ``target_*`` helpers that update the per-target report rows, fenced
+  so a stale conductor cannot overwrite the new owner's records;
+- ``stopping``: True once the job should start nothing new (pause,
+  cancel, conductor shutdown, lost claim) — long waits poll it.
+"""
+
+import logging
+import threading
+
+from octavia_workflows.engine import records as rec
+
+LOG = logging.getLogger(__name__)
+
+
+class RunContext:
+    """Per-run services for tasks (see the module docstring)."""
+
+    def __init__(self, job_id, workflow, params, owner, records, claim,
+                 cloud_name=None, cloud_factory=None):
+        self.job_id = job_id
+        self.workflow = workflow
+        self.params = params
+        self.owner = owner
+        self.records = records
+        self.claim = claim
+        self.cloud_name = cloud_name
+        self._cloud_factory = cloud_factory
+        self._cloud = None
+        self._lock = threading.Lock()
+        self.stop_event = threading.Event()
+        #: Set by a task to ask the runner to pause the job (breaker,
+        #: approval gate) with ``pause_reason``.
+        self.pause_reason = None
+
+    # -- fencing ----------------------------------------------------------
+    def fence(self):
+        """Raise ClaimLost unless this conductor still owns the job."""
+        self.claim.check()
+
+    @property
+    def stopping(self):
+        return self.stop_event.is_set() or self.claim.lost
+
+    def request_pause(self, reason):
+        """Stop starting new targets and leave the job PAUSED."""
+        with self._lock:
+            if self.pause_reason is None:
+                self.pause_reason = reason
+                LOG.warning('job %s: pausing: %s', self.job_id, reason)
+        self.stop_event.set()
+
+    # -- cloud ------------------------------------------------------------
+    def cloud(self):
+        """The job's cloud client (see :mod:`octavia_workflows.cloud`)."""
+        with self._lock:
+            if self._cloud is None:
+                if self._cloud_factory is None:
+                    from octavia_workflows import cloud
+
+                    self._cloud = cloud.connect(self.cloud_name)
+                else:
+                    self._cloud = self._cloud_factory(self.cloud_name)
+            return self._cloud
+
+    # -- the report -------------------------------------------------------
+    def target(self, target):
+        """The target's current row (state, attempts, details)."""
+        return self.records.get_target(self.job_id, target)
+
+    def target_started(self, target, **details):
+        self.fence()
+        row = self.records.get_target(self.job_id, target)
+        values = dict(state='RUNNING', add_attempt=True, error=None)
+        if row is not None and row['started_at'] is None:
+            values['started_at'] = rec.utcnow()
+        self.records.update_target(self.job_id, target,
+                                   merge_details=details or None, **values)
+        LOG.info('job %s target %s: started', self.job_id, target)
+
+    def target_finished(self, target, state, error=None, **details):
+        """Record ``DONE``, ``SKIPPED`` or ``FAILED`` for a target."""
+        self.fence()
+        self.records.update_target(
+            self.job_id, target, state=state, error=error,
+            finished_at=rec.utcnow(), merge_details=details or None)
+        if error:
+            LOG.warning('job %s target %s: %s: %s', self.job_id, target,
+                        state, error)
+        else:
+            LOG.info('job %s target %s: %s', self.job_id, target, state)
+
+    def target_details(self, target, **details):
+        self.fence()
+        self.records.update_target(self.job_id, target,
+                                   merge_details=details)

@@ -1,0 +1,136 @@
+"""ZooKeeper jobboard driver (TLS and digest auth).
+
+A claim is an ephemeral znode: it lives exactly as long as the claiming
+client's session.  The session timeout is ``jobboard_expiration_time``
+(the server clamps it to 2x..20x its tickTime), so a dead conductor's
+job is free again after that long.  Ownership also requires our own
+session to be connected: while it is suspended or lost, :meth:`owns`
+says no, which fences a partitioned conductor.
+"""
+
+import threading
+
+from kazoo import client as kazoo_client
+from kazoo import exceptions as kazoo_exc
+from kazoo import handlers
+from kazoo.protocol import states as kazoo_states
+from taskflow import exceptions as tf_exc
+from taskflow.jobs.backends import impl_zookeeper as tf_zk
+
+from octavia_workflows import exceptions
+from octavia_workflows.engine.jobboard import base
+
+
+def _as_bool(value):
+    return str(value).lower() in ('1', 'true', 'yes', 'on')
+
+
+class ZookeeperDriver(base.JobBoardDriver):
+    """Jobboard on ZooKeeper (``zookeeper_taskflow_driver``)."""
+
+    capabilities = frozenset([base.SESSION_CLAIMS])
+    backend_errors = (kazoo_exc.KazooException,)
+
+    def __init__(self, conf, name='octavia-workflows'):
+        super().__init__(conf, name)
+        self.client = None
+        self._session_ok = threading.Event()
+
+    def describe(self):
+        tf = self.conf.task_flow
+        return (f'zookeeper://{self._hosts()}/'
+                f'{tf.jobboard_backend_namespace}')
+
+    def _hosts(self):
+        tf = self.conf.task_flow
+        hosts = []
+        for host in tf.jobboard_backend_hosts or ['127.0.0.1']:
+            hosts.append(host if ':' in host
+                         else f'{host}:{tf.jobboard_backend_port}')
+        return ','.join(hosts)
+
+    def _make_client(self):
+        tf = self.conf.task_flow
+        ssl = dict(tf.jobboard_zookeeper_ssl_options or {})
+        kwargs = {}
+        if _as_bool(ssl.get('use_ssl', False)):
+            kwargs['use_ssl'] = True
+            kwargs['verify_certs'] = _as_bool(ssl.get('verify_certs', True))
+            for key in ('keyfile', 'keyfile_password', 'certfile', 'ca'):
+                if ssl.get(key) not in (None, '', 'None'):
+                    kwargs[key] = ssl[key]
+        auth = None
+        if tf.jobboard_backend_username or tf.jobboard_backend_password:
+            auth = [('digest', f'{tf.jobboard_backend_username or ""}:'
+                               f'{tf.jobboard_backend_password or ""}')]
+        return kazoo_client.KazooClient(
+            hosts=self._hosts(), timeout=float(self.expiry),
+            auth_data=auth,
+            handler=handlers.threading.SequentialThreadingHandler(),
+            connection_retry={'max_tries': 3, 'delay': 0.2, 'max_delay': 2},
+            command_retry={'max_tries': 3, 'delay': 0.2, 'max_delay': 2},
+            **kwargs)
+
+    def _listener(self, state):
+        if state == kazoo_states.KazooState.CONNECTED:
+            self._session_ok.set()
+        else:
+            self._session_ok.clear()
+
+    def connect(self):
+        tf = self.conf.task_flow
+        self.client = self._make_client()
+        self.client.add_listener(self._listener)
+        try:
+            self.client.start(timeout=max(5.0, float(self.expiry)))
+        except (kazoo_exc.KazooException, OSError,
+                self.client.handler.timeout_exception) as exc:
+            self.client.close()
+            raise exceptions.BackendUnavailable(
+                f'jobboard {self.describe()} is unreachable: '
+                f'{base._first_line(exc) or "timed out"}') from exc
+        self._session_ok.set()
+        self.board = tf_zk.ZookeeperJobBoard(
+            self.name,
+            {'path': '/' + tf.jobboard_backend_namespace.strip('/'),
+             'check_compatible': False},
+            client=self.client)
+        with self.translate('connecting'):
+            self.board.connect()
+
+    def close(self):
+        super().close()
+        if self.client is not None:
+            try:
+                self.client.stop()
+                self.client.close()
+            except Exception:  # noqa: S110 - closing must never raise
+                pass
+
+    def claim(self, job, owner):
+        with self.translate('claiming a job'):
+            try:
+                self.board.claim(job, owner)
+            except (tf_exc.UnclaimableJob, tf_exc.NotFound):
+                return False
+        return True
+
+    def renew(self, job, owner):
+        # The session heartbeat keeps the ephemeral claim alive; renewing
+        # is confirming that it still exists and is ours.
+        return self.owns(job, owner)
+
+    def owns(self, job, owner):
+        if not self._session_ok.is_set():
+            return False
+        try:
+            return self.owner(job) == owner
+        except exceptions.BackendUnavailable:
+            return False
+
+    def owner(self, job):
+        with self.translate('reading a claim'):
+            try:
+                return self.board.find_owner(job)
+            except (tf_exc.NotFound, kazoo_exc.NoNodeError):
+                return None

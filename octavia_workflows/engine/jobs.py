@@ -1,0 +1,265 @@
+"""The operator's side of jobs: submit, read, pause, resume, cancel, purge.
+
+:class:`JobService` is what the CLI calls.  The persistence database is
+the source of truth for a job's state, parameters and control requests;
+the jobboard only distributes work.  So a request is always written to
+the job's record first and then, where needed, the board is updated:
+
+- pause/cancel of a PENDING job removes it from the board; if a
+  conductor claimed it meanwhile, that conductor sees the request in the
+  record before it starts any step;
+- pause/cancel of a RUNNING job is picked up by its conductor within a
+  second; in-flight steps finish, nothing new starts;
+- resume of a PAUSED job re-posts it (or runs it inline when the
+  jobboard is disabled).
+
+Every method validates first and raises a
+:class:`~octavia_workflows.exceptions.UserError` subclass before changing
+anything.
+"""
+
+import datetime
+import logging
+import os
+import socket
+import uuid
+
+from octavia_workflows import exceptions
+from octavia_workflows.engine import records as rec
+from octavia_workflows.flows import base as flows_base
+
+LOG = logging.getLogger(__name__)
+
+
+def inline_owner():
+    """The owner name of an inline (embedded mode) run."""
+    return f'{socket.gethostname()}.inline.{os.getpid()}'
+
+
+class JobService:
+    """Job operations over one persistence store and (maybe) a jobboard.
+
+    :param conf: parsed configuration.
+    :param persistence: :class:`~octavia_workflows.engine.persistence.
+        Persistence` (already checked).
+    :param board_factory: returns a connected jobboard driver; used only
+        when ``[task_flow] jobboard_enabled`` is true.
+    """
+
+    def __init__(self, conf, persistence, board_factory=None):
+        self.conf = conf
+        self.persistence = persistence
+        self.records = persistence.records
+        self._board_factory = board_factory
+        self._board = None
+
+    @property
+    def board_enabled(self):
+        return self.conf.task_flow.jobboard_enabled
+
+    def board(self):
+        if self._board is None:
+            self._board = self._board_factory()
+        return self._board
+
+    def close(self):
+        if self._board is not None:
+            self._board.close()
+
+    # -- reading ----------------------------------------------------------
+    def resolve(self, job_id):
+        """Full id for ``job_id`` (a unique prefix of 6+ chars works)."""
+        job_id = (job_id or '').strip()
+        if not job_id:
+            raise exceptions.JobNotFound('no job id given')
+        if self.records.get_job(job_id) is not None:
+            return job_id
+        if len(job_id) >= 6:
+            found = self.records.find_jobs(job_id)
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise exceptions.JobNotFound(
+                    f'job id prefix {job_id} is ambiguous')
+        raise exceptions.JobNotFound(f'no job with id {job_id}')
+
+    def get(self, job_id):
+        """The job as ``show -f json`` prints it."""
+        job_id = self.resolve(job_id)
+        job = self.records.get_job(job_id)
+        progress = self.records.progress([job_id])[job_id]
+        targets = self.records.get_targets(job_id)
+        return view(job, progress, targets)
+
+    def list(self, include_finished=False):
+        jobs = self.records.list_jobs(include_finished=include_finished)
+        progress = self.records.progress([j['id'] for j in jobs])
+        return [view(j, progress[j['id']]) for j in jobs]
+
+    def report(self, job_id):
+        job_id = self.resolve(job_id)
+        return self.records.get_targets(job_id)
+
+    # -- submitting -------------------------------------------------------
+    def prepare(self, workflow_name, raw_params):
+        """Validate a submission; returns (workflow, typed params)."""
+        workflow = flows_base.get(workflow_name)
+        params = workflow.validate(raw_params)
+        return workflow, params
+
+    def create(self, workflow, params, cloud=None):
+        """Create the job's record and post it (jobboard mode).
+
+        Connects to the board first, so an unreachable board leaves
+        nothing behind.
+        """
+        job_id = str(uuid.uuid4())
+        mode = 'board' if self.board_enabled else 'inline'
+        board = self.board() if self.board_enabled else None
+        self.records.create_job(job_id, workflow.name, params, mode,
+                                cloud=cloud)
+        if board is not None:
+            try:
+                board_uuid = board.post(job_id, workflow.name)
+            except exceptions.BackendUnavailable:
+                self.records.delete_job(job_id)
+                raise
+            self.records.update_job(job_id, board_job=board_uuid)
+        LOG.info('job %s: submitted %s (%s)', job_id, workflow.name, mode)
+        return job_id
+
+    def take_inline(self, job_id, force=False):
+        """Make this process the inline owner of ``job_id``.
+
+        Refuses while another inline run's heartbeat is fresh.
+        """
+        job = self.records.get_job(job_id)
+        expiry = self.conf.task_flow.jobboard_expiration_time
+        if (job['state'] == 'RUNNING' and job['heartbeat_at'] and not force
+                and rec.utcnow() - job['heartbeat_at']
+                < datetime.timedelta(seconds=expiry)):
+            raise exceptions.InvalidJobState(
+                f'job {job_id} is running on {job["owner"]} (heartbeat '
+                f'{rec.isoformat(job["heartbeat_at"])}); retry after '
+                f'{expiry} s if that run died')
+        owner = inline_owner()
+        ok = self.records.update_job(
+            job_id, expect_states=('PENDING', 'RUNNING', 'PAUSED'),
+            state='RUNNING', owner=owner, control='',
+            heartbeat_at=rec.utcnow(),
+            started_at=job['started_at'] or rec.utcnow())
+        if not ok:
+            raise exceptions.InvalidJobState(
+                f'job {job_id} is {job["state"]}; nothing to resume')
+        return owner
+
+    # -- control ----------------------------------------------------------
+    def _job(self, job_id):
+        job_id = self.resolve(job_id)
+        return self.records.get_job(job_id)
+
+    def pause(self, job_id):
+        job = self._job(job_id)
+        if job['state'] not in ('PENDING', 'RUNNING'):
+            raise exceptions.InvalidJobState(
+                f'job {job["id"]} is {job["state"]}; only PENDING or '
+                f'RUNNING jobs can be paused')
+        self.records.update_job(job['id'], control='pause')
+        if job['state'] == 'PENDING' and self._unpost(job):
+            self.records.update_job(
+                job['id'], expect_states=('PENDING',), state='PAUSED',
+                control='', reason='paused by the operator')
+        return self.records.get_job(job['id'])
+
+    def cancel(self, job_id):
+        job = self._job(job_id)
+        if job['state'] in rec.FINISHED:
+            raise exceptions.InvalidJobState(
+                f'job {job["id"]} already ended {job["state"]}')
+        self.records.update_job(job['id'], control='cancel')
+        settle_now = job['state'] == 'PAUSED' or (
+            job['state'] == 'PENDING' and self._unpost(job))
+        if settle_now:
+            for target in self.records.get_targets(job['id'],
+                                                   states=['PENDING']):
+                self.records.update_target(job['id'], target['target'],
+                                           state='SKIPPED',
+                                           error='job cancelled')
+            self.records.update_job(
+                job['id'], expect_states=('PENDING', 'PAUSED'),
+                state='CANCELLED', control='', gate=None,
+                finished_at=rec.utcnow(), reason='cancelled by the operator')
+        return self.records.get_job(job['id'])
+
+    def resume(self, job_id):
+        """Resume a PAUSED job (board: re-post; inline: caller runs it)."""
+        job = self._job(job_id)
+        if job['mode'] == 'inline' or not self.board_enabled:
+            if job['state'] not in ('PAUSED', 'RUNNING', 'PENDING'):
+                raise exceptions.InvalidJobState(
+                    f'job {job["id"]} is {job["state"]}; nothing to resume')
+            return job
+        if job['state'] != 'PAUSED':
+            raise exceptions.InvalidJobState(
+                f'job {job["id"]} is {job["state"]}; only PAUSED jobs can '
+                f'be resumed')
+        board = self.board()
+        ok = self.records.update_job(
+            job['id'], expect_states=('PAUSED',), state='PENDING',
+            control='', owner=None, reason=None, attempts=0,
+            not_before=None)
+        if not ok:
+            raise exceptions.InvalidJobState(
+                f'job {job["id"]} changed state; try again')
+        board_uuid = board.post(job['id'], job['workflow'])
+        self.records.update_job(job['id'], board_job=board_uuid)
+        return self.records.get_job(job['id'])
+
+    def _unpost(self, job):
+        """Remove an unclaimed job from the board; True if removed."""
+        if job['mode'] != 'board' or not job['board_job']:
+            return True
+        return self.board().remove(job['board_job'], inline_owner())
+
+    def purge(self, older_than_days):
+        """Delete finished jobs last updated more than N days ago."""
+        from octavia_workflows.engine import runner
+
+        cutoff = rec.utcnow() - datetime.timedelta(days=older_than_days)
+        ids = self.records.finished_before(cutoff)
+        for job_id in ids:
+            runner.forget_logbook(self.persistence, job_id)
+            self.records.delete_job(job_id)
+        return ids
+
+
+def view(job, progress, targets=None):
+    """A job record shaped for output (see design.md, ``show -f json``)."""
+    out = {
+        'id': job['id'],
+        'workflow': job['workflow'],
+        'state': job['state'],
+        'owner': job['owner'],
+        'mode': job['mode'],
+        'cloud': job['cloud'],
+        'parameters': job['parameters'],
+        'created_at': rec.isoformat(job['created_at']),
+        'updated_at': rec.isoformat(job['updated_at']),
+        'started_at': rec.isoformat(job['started_at']),
+        'finished_at': rec.isoformat(job['finished_at']),
+        'reason': job['reason'],
+        'gate': job['gate'],
+        'progress': {k: progress[k] for k in
+                     ('total', 'done', 'failed', 'skipped', 'running')},
+    }
+    if targets is not None:
+        out['targets'] = [{
+            'target': t['target'],
+            'action': t['action'],
+            'state': t['state'],
+            'attempts': t['attempts'],
+            'started_at': rec.isoformat(t['started_at']),
+            'finished_at': rec.isoformat(t['finished_at']),
+            'error': t['error'],
+        } for t in targets]
+    return out

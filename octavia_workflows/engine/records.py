@@ -1,0 +1,271 @@
+"""Job and target records in the persistence database.
+
+TaskFlow's logbooks hold each step's saved state, which is what makes a
+run resumable.  These two tables hold what operators read: one row per
+job (workflow, parameters, state, owner, control requests) and one row
+per target of its frozen plan (state, attempts, times, error, details).
+They are small, indexed, and queried without loading any logbook, so
+``list`` over thousands of jobs stays fast.
+
+Values are JSON-simple; no credential is ever stored here (only the
+cloud's name).  Every method raises SQLAlchemy errors unchanged; callers
+at the boundary translate them.
+"""
+
+import datetime
+import json
+
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 1
+
+JOB_STATES = ('PENDING', 'RUNNING', 'PAUSED', 'SUCCESS', 'FAILED',
+              'CANCELLED')
+FINISHED = ('SUCCESS', 'FAILED', 'CANCELLED')
+TARGET_STATES = ('PENDING', 'RUNNING', 'DONE', 'SKIPPED', 'FAILED')
+#: The action of targets the plan skipped (they get no step in the flow).
+SKIP_ACTION = 'skip'
+
+metadata = sa.MetaData()
+
+schema_table = sa.Table(
+    'ow_schema', metadata,
+    sa.Column('version', sa.Integer, primary_key=True, autoincrement=False),
+)
+
+jobs = sa.Table(
+    'ow_jobs', metadata,
+    sa.Column('id', sa.String(36), primary_key=True),
+    sa.Column('workflow', sa.String(64), nullable=False),
+    sa.Column('state', sa.String(16), nullable=False, index=True),
+    sa.Column('mode', sa.String(16), nullable=False),
+    sa.Column('owner', sa.String(255)),
+    sa.Column('cloud', sa.String(255)),
+    sa.Column('parameters', sa.Text, nullable=False),
+    sa.Column('created_at', sa.DateTime, nullable=False, index=True),
+    sa.Column('updated_at', sa.DateTime, nullable=False),
+    sa.Column('started_at', sa.DateTime),
+    sa.Column('finished_at', sa.DateTime),
+    sa.Column('heartbeat_at', sa.DateTime),
+    sa.Column('reason', sa.Text),
+    sa.Column('control', sa.String(16), nullable=False, default=''),
+    sa.Column('gate', sa.Text),
+    sa.Column('attempts', sa.Integer, nullable=False, default=0),
+    sa.Column('not_before', sa.DateTime),
+    sa.Column('board_job', sa.String(64)),
+    sa.Column('planned', sa.Boolean, nullable=False, default=False),
+)
+
+targets = sa.Table(
+    'ow_targets', metadata,
+    sa.Column('job_id', sa.String(36), primary_key=True),
+    sa.Column('target', sa.String(255), primary_key=True),
+    sa.Column('seq', sa.Integer, nullable=False),
+    sa.Column('action', sa.String(32), nullable=False),
+    sa.Column('state', sa.String(16), nullable=False),
+    sa.Column('attempts', sa.Integer, nullable=False, default=0),
+    sa.Column('started_at', sa.DateTime),
+    sa.Column('finished_at', sa.DateTime),
+    sa.Column('error', sa.Text),
+    sa.Column('details', sa.Text),
+    sa.Index('ow_targets_job_seq', 'job_id', 'seq'),
+)
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def isoformat(value):
+    return value.strftime('%Y-%m-%dT%H:%M:%SZ') if value else None
+
+
+def _job_row(row):
+    job = dict(row._mapping)
+    job['parameters'] = json.loads(job['parameters'])
+    return job
+
+
+def _target_row(row):
+    target = dict(row._mapping)
+    target['details'] = json.loads(target['details'] or '{}')
+    return target
+
+
+class Records:
+    """Reads and writes the job and target tables."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    # -- schema -----------------------------------------------------------
+    def create_schema(self):
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            current = conn.execute(sa.select(sa.func.max(
+                schema_table.c.version))).scalar()
+            if current is None:
+                conn.execute(schema_table.insert().values(
+                    version=SCHEMA_VERSION))
+
+    def schema_version(self):
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(
+                schema_table.c.version))).scalar()
+
+    # -- jobs -------------------------------------------------------------
+    def create_job(self, job_id, workflow, parameters, mode, cloud=None):
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(jobs.insert().values(
+                id=job_id, workflow=workflow, state='PENDING', mode=mode,
+                cloud=cloud, parameters=json.dumps(parameters, sort_keys=True),
+                created_at=now, updated_at=now, control='', attempts=0,
+                planned=False))
+
+    def delete_job(self, job_id):
+        with self.engine.begin() as conn:
+            conn.execute(targets.delete().where(targets.c.job_id == job_id))
+            conn.execute(jobs.delete().where(jobs.c.id == job_id))
+
+    def get_job(self, job_id):
+        """The job's row as a dict, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(jobs.select().where(
+                jobs.c.id == job_id)).first()
+        return _job_row(row) if row else None
+
+    def find_jobs(self, prefix):
+        """Ids of jobs whose id starts with ``prefix`` (at most 2)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs.c.id).where(
+                jobs.c.id.like(prefix.replace('%', '') + '%')).limit(2))
+            return [r.id for r in rows]
+
+    def list_jobs(self, include_finished=False, limit=None):
+        query = jobs.select().order_by(jobs.c.created_at.desc())
+        if not include_finished:
+            query = query.where(jobs.c.state.notin_(FINISHED))
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_job_row(r) for r in conn.execute(query)]
+
+    def update_job(self, job_id, expect_states=None, expect_owner=None,
+                   **values):
+        """Update a job; return True if a row matched.
+
+        ``expect_states``/``expect_owner`` make it a compare-and-set: the
+        row changes only while it is still in one of those states or
+        owned by that owner.
+        """
+        values['updated_at'] = utcnow()
+        query = jobs.update().where(jobs.c.id == job_id)
+        if expect_states:
+            query = query.where(jobs.c.state.in_(expect_states))
+        if expect_owner is not None:
+            query = query.where(jobs.c.owner == expect_owner)
+        with self.engine.begin() as conn:
+            return conn.execute(query.values(**values)).rowcount == 1
+
+    def add_attempt(self, job_id):
+        """Count one more attempt; return the new count."""
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
+                attempts=jobs.c.attempts + 1, updated_at=utcnow()))
+            return conn.execute(sa.select(jobs.c.attempts).where(
+                jobs.c.id == job_id)).scalar()
+
+    def finished_before(self, cutoff):
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs.c.id).where(
+                jobs.c.state.in_(FINISHED), jobs.c.updated_at < cutoff))
+            return [r.id for r in rows]
+
+    # -- targets ----------------------------------------------------------
+    def save_plan(self, job_id, planned, skipped):
+        """Freeze a job's plan: one row per target, in order.
+
+        ``planned`` and ``skipped`` are lists of dicts with ``target``,
+        ``action``, ``details`` (and ``reason`` for skipped ones).  Runs
+        in one transaction together with marking the job planned, so a
+        crash leaves either no plan or the whole plan.
+        """
+        rows = []
+        for seq, item in enumerate(planned):
+            rows.append(dict(job_id=job_id, target=item['target'], seq=seq,
+                             action=item['action'], state='PENDING',
+                             attempts=0, error=None,
+                             details=json.dumps(item.get('details') or {})))
+        for seq, item in enumerate(skipped, start=len(planned)):
+            rows.append(dict(job_id=job_id, target=item['target'], seq=seq,
+                             action=SKIP_ACTION, state='SKIPPED', attempts=0,
+                             error=item.get('reason'),
+                             details=json.dumps(item.get('details') or {})))
+        with self.engine.begin() as conn:
+            done = conn.execute(sa.select(jobs.c.planned).where(
+                jobs.c.id == job_id)).scalar()
+            if done:
+                return False
+            if rows:
+                conn.execute(targets.insert(), rows)
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
+                planned=True, updated_at=utcnow()))
+        return True
+
+    def get_targets(self, job_id, states=None):
+        query = targets.select().where(
+            targets.c.job_id == job_id).order_by(targets.c.seq)
+        if states:
+            query = query.where(targets.c.state.in_(states))
+        with self.engine.connect() as conn:
+            return [_target_row(r) for r in conn.execute(query)]
+
+    def get_target(self, job_id, target):
+        with self.engine.connect() as conn:
+            row = conn.execute(targets.select().where(
+                targets.c.job_id == job_id,
+                targets.c.target == target)).first()
+        return _target_row(row) if row else None
+
+    def update_target(self, job_id, target, add_attempt=False,
+                      merge_details=None, **values):
+        """Update one target row (``merge_details`` is merged as JSON)."""
+        with self.engine.begin() as conn:
+            if merge_details:
+                current = conn.execute(sa.select(targets.c.details).where(
+                    targets.c.job_id == job_id,
+                    targets.c.target == target)).scalar()
+                details = json.loads(current or '{}')
+                details.update(merge_details)
+                values['details'] = json.dumps(details)
+            if add_attempt:
+                values['attempts'] = targets.c.attempts + 1
+            conn.execute(targets.update().where(
+                targets.c.job_id == job_id,
+                targets.c.target == target).values(**values))
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
+                updated_at=utcnow()))
+
+    def progress(self, job_ids):
+        """``{job_id: {'total', 'done', 'failed', 'skipped', 'running'}}``."""
+        result = {j: dict(total=0, done=0, failed=0, skipped=0, running=0)
+                  for j in job_ids}
+        if not job_ids:
+            return result
+        key = {'DONE': 'done', 'FAILED': 'failed', 'SKIPPED': 'skipped',
+               'RUNNING': 'running'}
+        query = sa.select(targets.c.job_id, targets.c.state,
+                          sa.func.count()).group_by(
+            targets.c.job_id, targets.c.state)
+        if len(job_ids) <= 500:
+            query = query.where(targets.c.job_id.in_(list(job_ids)))
+        with self.engine.connect() as conn:
+            for job_id, state, count in conn.execute(query):
+                if job_id not in result:
+                    continue
+                result[job_id]['total'] += count
+                if state in key:
+                    result[job_id][key[state]] += count
+        return result

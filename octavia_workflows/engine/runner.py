@@ -1,0 +1,301 @@
+"""Running one job: plan, build the flow, run the engine, settle the state.
+
+Both the conductor (jobboard mode) and ``submit``/``resume`` (embedded
+mode) call :func:`run_job` with a claim they already hold.  It:
+
+1. freezes the plan on first start (the workflow's read-only ``plan``),
+   or reuses the frozen one on every later start;
+2. loads or creates the job's TaskFlow logbook (uuid = job id) and builds
+   the flow from the workflow's factory with the frozen targets;
+3. runs the engine against a fenced persistence backend, with the run
+   context injected transiently; a watcher suspends the engine as soon
+   as the job is paused or cancelled, the conductor stops, or the claim
+   is lost;
+4. settles the job's record and returns an :class:`Outcome` saying what
+   the caller must do with the board job (complete it or release it).
+
+A lost claim settles nothing: the new owner owns the records.
+"""
+
+import concurrent.futures
+import dataclasses
+import datetime
+import logging
+import threading
+
+from taskflow import exceptions as tf_exc
+from taskflow import states as tf_states
+from taskflow.persistence import models
+
+from octavia_workflows import exceptions
+from octavia_workflows.engine import context as ctx_mod
+from octavia_workflows.engine import records as rec
+from octavia_workflows.flows import base as flows_base
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds between looks at the job's record for pause/cancel requests.
+CONTROL_POLL = 0.5
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What happened, and what to do with the board job.
+
+    ``release`` True: give the claim back so the job runs again
+    (conductor stopping, transient failure).  False: the job left the
+    board's hands (finished, paused, cancelled) and must be completed.
+    ``lost``: the claim was lost; touch nothing.
+    """
+
+    state: str
+    reason: str | None = None
+    release: bool = False
+    lost: bool = False
+
+
+def _logbook(conn, job_id, workflow):
+    try:
+        book = conn.get_logbook(job_id)
+    except tf_exc.NotFound:
+        book = models.LogBook(f'job-{job_id}', uuid=job_id)
+        flow_detail = models.FlowDetail(workflow, uuid=job_id)
+        flow_detail.meta['workflow'] = workflow
+        book.add(flow_detail)
+        conn.save_logbook(book)
+        return book, flow_detail
+    return book, book.find(job_id)
+
+
+def freeze_plan(workflow, job, context):
+    """Compute and store the plan unless it is already frozen."""
+    if job['planned']:
+        return
+    plan = workflow.plan(context, job['parameters'])
+    context.fence()
+    context.records.save_plan(
+        job['id'], [t.as_dict() for t in plan.targets],
+        [t.as_dict() for t in plan.skipped])
+    LOG.info('job %s: plan frozen: %d targets, %d skipped', job['id'],
+             len(plan.targets), len(plan.skipped))
+
+
+def _watch(engine, context, records, job_id, done):
+    """Suspend the engine when the job must stop starting new atoms."""
+    while not done.wait(CONTROL_POLL):
+        reason = None
+        if context.stopping:
+            reason = 'stop'
+        else:
+            try:
+                job = records.get_job(job_id)
+            except Exception:
+                LOG.warning('job %s: cannot read control state', job_id)
+                continue
+            if job is None or job['control'] in ('pause', 'cancel'):
+                reason = 'control'
+                context.stop_event.set()
+        if reason:
+            LOG.info('job %s: suspending engine (%s)', job_id, reason)
+            engine.suspend()
+            return
+
+
+def _progress_listener(records, job_id, state):
+    """Reset the no-progress attempt counter after the first step."""
+
+    def on_atom(atom_state, details):
+        if atom_state == tf_states.SUCCESS and not state['progressed']:
+            state['progressed'] = True
+            try:
+                records.update_job(job_id, attempts=0)
+            except Exception:
+                LOG.warning('job %s: cannot reset attempts', job_id)
+
+    return on_atom
+
+
+def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
+            cloud_factory=None):
+    """Run (or continue) a job whose claim the caller holds.
+
+    :returns: :class:`Outcome`.
+    :raises nothing: every failure is turned into an Outcome; unexpected
+        errors are logged with their traceback and end the job FAILED
+        (or released for another attempt if they look transient).
+    """
+    import taskflow.engines
+
+    records = persistence.records
+    job = records.get_job(job_id)
+    if job is None:
+        return Outcome('FAILED', 'job record vanished')
+    try:
+        workflow = flows_base.get(job['workflow'])
+    except exceptions.UnknownWorkflow as exc:
+        return _settle(records, job_id, claim,
+                       Outcome('FAILED', f'{exc} on this conductor'))
+    context = ctx_mod.RunContext(
+        job_id, job['workflow'], job['parameters'], claim.owner, records,
+        claim, cloud_name=job['cloud'], cloud_factory=cloud_factory)
+    if stop_event is not None and stop_event.is_set():
+        return Outcome('PENDING', 'conductor stopping', release=True)
+    if job['control'] == 'cancel':
+        return _settle(records, job_id, claim,
+                       Outcome('CANCELLED', 'cancelled before it started'))
+    if job['control'] == 'pause':
+        return _settle(records, job_id, claim,
+                       Outcome('PAUSED', 'paused by the operator'))
+    executor = None
+    done = threading.Event()
+    try:
+        freeze_plan(workflow, job, context)
+        targets = records.get_targets(job_id)
+        planned = [t for t in targets if t['action'] != rec.SKIP_ACTION]
+        factory = workflow.load_factory()
+        flow = factory(job['parameters'], [
+            {'target': t['target'], 'action': t['action'],
+             'details': t['details']} for t in planned])
+        backend = persistence.taskflow_backend(fence=context.fence)
+        book, flow_detail = _logbook(backend.get_connection(), job_id,
+                                     job['workflow'])
+        options = {}
+        if workflow.engine == 'parallel':
+            workers = max(1, int(job['parameters'].get('concurrency') or 1))
+            executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers,
+                thread_name_prefix=f'job-{job_id[:8]}')
+            options['executor'] = executor
+        engine = taskflow.engines.load(
+            flow, flow_detail=flow_detail, book=book, backend=backend,
+            engine=workflow.engine, **options)
+        engine.compile()
+        engine.prepare()
+        engine.storage.inject({'context': context}, transient=True)
+        progress = {'progressed': False}
+        engine.atom_notifier.register(
+            '*', _progress_listener(records, job_id, progress))
+        if stop_event is not None:
+            _link(stop_event, context.stop_event, done)
+        watcher = threading.Thread(
+            target=_watch, args=(engine, context, records, job_id, done),
+            daemon=True, name=f'watch-{job_id[:8]}')
+        watcher.start()
+        LOG.info('job %s: running %s as %s', job_id, job['workflow'],
+                 claim.owner)
+        try:
+            engine.run()
+        finally:
+            done.set()
+        outcome = _outcome(engine, context, records, job_id, stop_event)
+    except exceptions.ClaimLost:
+        return Outcome('RUNNING', 'claim lost', lost=True)
+    except Exception as exc:  # noqa: BLE001 - every failure is settled
+        if claim.lost:
+            return Outcome('RUNNING', 'claim lost', lost=True)
+        outcome = _failure_outcome(exc, job_id)
+    finally:
+        done.set()
+        if executor is not None:
+            executor.shutdown(wait=False)
+    if claim.lost:
+        return Outcome('RUNNING', 'claim lost', lost=True)
+    outcome = _settle(records, job_id, claim, outcome)
+    if (outcome.state in rec.FINISHED and not outcome.lost
+            and not save_logbook):
+        forget_logbook(persistence, job_id)
+    return outcome
+
+
+def forget_logbook(persistence, job_id):
+    """Remove a job's TaskFlow logbook (its records stay)."""
+    try:
+        persistence.taskflow_backend().get_connection().destroy_logbook(
+            job_id)
+    except tf_exc.NotFound:
+        pass
+    except tf_exc.StorageFailure as exc:
+        LOG.warning('job %s: cannot remove logbook: %s', job_id, exc)
+
+
+def _link(source, target, done):
+    def relay():
+        while not done.is_set():
+            if source.wait(CONTROL_POLL):
+                target.set()
+                return
+
+    threading.Thread(target=relay, daemon=True).start()
+
+
+def _failure_outcome(exc, job_id):
+    transient = (tf_exc.StorageFailure, exceptions.BackendUnavailable)
+    cause = exc
+    while cause is not None and not isinstance(cause, transient):
+        cause = cause.__cause__
+    if cause is not None:
+        LOG.warning('job %s: transient failure, will retry: %s', job_id,
+                    exc)
+        return Outcome('PENDING', f'transient failure: {_line(exc)}',
+                       release=True)
+    if isinstance(exc, exceptions.OctaviaWorkflowsError):
+        LOG.error('job %s failed: %s', job_id, exc)
+    else:
+        LOG.exception('job %s failed', job_id)
+    return Outcome('FAILED', _line(exc))
+
+
+def _outcome(engine, context, records, job_id, stop_event):
+    state = engine.storage.get_flow_state()
+    if state == tf_states.SUCCESS:
+        failed = records.get_targets(job_id, states=['FAILED'])
+        if failed:
+            return Outcome('FAILED', f'{len(failed)} target(s) failed')
+        return Outcome('SUCCESS')
+    if state in (tf_states.REVERTED, tf_states.FAILURE):
+        failure = next(iter(engine.storage.get_failures().values()), None)
+        return Outcome('FAILED', _line(failure.exception_str)
+                       if failure else 'the flow failed')
+    # Suspended: find out why.
+    if context.pause_reason:
+        return Outcome('PAUSED', context.pause_reason)
+    job = records.get_job(job_id)
+    if job is not None and job['control'] == 'cancel':
+        return Outcome('CANCELLED', 'cancelled by the operator')
+    if job is not None and job['control'] == 'pause':
+        return Outcome('PAUSED', 'paused by the operator')
+    return Outcome('PENDING', 'conductor stopping', release=True)
+
+
+def _settle(records, job_id, claim, outcome):
+    """Write the outcome into the job's record (owner-checked)."""
+    now = rec.utcnow()
+    values = dict(state=outcome.state, reason=outcome.reason)
+    if outcome.state in rec.FINISHED:
+        values['finished_at'] = now
+        values['control'] = ''
+    if outcome.state == 'CANCELLED':
+        for target in records.get_targets(job_id, states=['PENDING']):
+            records.update_target(job_id, target['target'],
+                                  state='SKIPPED', error='job cancelled')
+    if outcome.state == 'PAUSED':
+        values['control'] = ''
+    if outcome.release:
+        values['owner'] = None
+        values['not_before'] = None
+    if outcome.reason and outcome.reason.startswith('transient'):
+        delay = min(60, 2 ** max(0, (records.get_job(job_id) or {}).get(
+            'attempts', 1)))
+        values['not_before'] = now + datetime.timedelta(seconds=delay)
+    ok = records.update_job(job_id, expect_owner=claim.owner, **values)
+    if not ok:
+        LOG.warning('job %s: record changed owner; not settling', job_id)
+        return Outcome(outcome.state, outcome.reason, lost=True)
+    LOG.info('job %s: %s%s', job_id, outcome.state,
+             f' ({outcome.reason})' if outcome.reason else '')
+    return outcome
+
+
+def _line(text):
+    text = str(text).strip()
+    return text.splitlines()[0] if text else 'unknown error'

@@ -1,0 +1,227 @@
+"""What a runbook declares, and the registry that finds them.
+
+A runbook module (``flows/<name>.py``) defines a module-level
+:class:`Workflow` named ``WORKFLOW`` and registers it under the
+``octavia_workflows.workflows`` entry point.  The workflow says:
+
+- its parameters (typed, with defaults), validated before anything is
+  posted;
+- ``plan(ctx, params)``: read-only; returns the ordered targets it will
+  act on and the ones it skips with the reason.  The plan is frozen in
+  the persistence store when the job first starts and never recomputed;
+- ``factory``: dotted name of a module-level function
+  ``factory(params, targets)`` returning the TaskFlow flow.  Atom names
+  must be stable across releases; a changed graph gets a new factory.
+
+Parsing errors raise :class:`~octavia_workflows.exceptions.
+InvalidParameter` with a one-line message.
+"""
+
+import dataclasses
+import difflib
+import typing
+
+from octavia_workflows import exceptions
+
+ENTRY_POINT = 'octavia_workflows.workflows'
+
+_TRUE = ('1', 'true', 'yes', 'on')
+_FALSE = ('0', 'false', 'no', 'off')
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """A workflow parameter.
+
+    ``type`` is one of ``int``, ``float``, ``bool``, ``str``, ``list``
+    (comma-separated strings) or ``path`` (a file path string).
+    """
+
+    name: str
+    type: str
+    help: str
+    default: typing.Any = None
+    required: bool = False
+    min: float | None = None
+    max: float | None = None
+    choices: tuple = ()
+
+    def parse(self, raw):
+        """Convert the text ``raw`` (or a JSON value) to this type."""
+        value = raw
+        try:
+            if self.type == 'int':
+                if isinstance(raw, bool):
+                    raise ValueError
+                value = int(raw)
+            elif self.type == 'float':
+                if isinstance(raw, bool):
+                    raise ValueError
+                value = float(raw)
+                if value != value or value in (float('inf'), float('-inf')):
+                    raise ValueError
+            elif self.type == 'bool':
+                if isinstance(raw, bool):
+                    value = raw
+                elif str(raw).lower() in _TRUE:
+                    value = True
+                elif str(raw).lower() in _FALSE:
+                    value = False
+                else:
+                    raise ValueError
+            elif self.type == 'list':
+                if isinstance(raw, (list, tuple)):
+                    value = [str(v) for v in raw]
+                else:
+                    value = [v.strip() for v in str(raw).split(',')
+                             if v.strip()]
+            else:
+                if not isinstance(raw, str):
+                    raise ValueError
+                value = raw
+        except (TypeError, ValueError):
+            raise exceptions.InvalidParameter(
+                f'parameter {self.name}: {raw!r} is not a valid {self.type}'
+            ) from None
+        if self.min is not None and value < self.min:
+            raise exceptions.InvalidParameter(
+                f'parameter {self.name}: {value} is below the minimum '
+                f'{self.min:g}')
+        if self.max is not None and value > self.max:
+            raise exceptions.InvalidParameter(
+                f'parameter {self.name}: {value} is above the maximum '
+                f'{self.max:g}')
+        if self.choices and value not in self.choices:
+            raise exceptions.InvalidParameter(
+                f'parameter {self.name}: {value!r} is not one of '
+                f'{", ".join(map(str, self.choices))}')
+        return value
+
+    def describe(self):
+        """``type, default X`` text for help and ``flows``."""
+        if self.required:
+            extra = 'required'
+        elif self.default is None:
+            extra = 'optional'
+        else:
+            extra = f'default {self.default}'
+        return f'{self.type}, {extra}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One planned or skipped target of a job (JSON-simple)."""
+
+    target: str
+    action: str
+    details: dict = dataclasses.field(default_factory=dict)
+    reason: str | None = None
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a job will do: ``targets`` in order, ``skipped`` with reasons.
+
+    ``notes`` are operator-facing remarks printed with the dry-run (e.g.
+    "standalone load balancers have a short outage").
+    """
+
+    targets: list
+    skipped: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Workflow:
+    """A runbook's declaration (see the module docstring)."""
+
+    name: str
+    description: str
+    params: tuple
+    factory: str
+    plan: typing.Callable
+    #: ``serial`` or ``parallel`` TaskFlow engine.
+    engine: str = 'serial'
+    #: Whether the workflow talks to the cloud (needs ``--os-cloud``).
+    needs_cloud: bool = True
+    #: Extra cross-parameter validation: ``check(params)`` raises
+    #: InvalidParameter.
+    check: typing.Callable | None = None
+
+    def validate(self, raw):
+        """Parse ``{name: text}`` into typed parameters with defaults.
+
+        :raises InvalidParameter: unknown name, bad value, missing
+            required parameter (the message names the parameter).
+        """
+        known = {p.name: p for p in self.params}
+        for name in raw:
+            if name not in known:
+                hint = difflib.get_close_matches(name, list(known), n=1)
+                more = f'; did you mean {hint[0]}?' if hint else ''
+                valid = ', '.join(sorted(known)) or 'none'
+                raise exceptions.InvalidParameter(
+                    f'unknown parameter {name!r} for workflow '
+                    f'{self.name}{more} (valid: {valid})')
+        params = {}
+        for param in self.params:
+            if param.name in raw:
+                params[param.name] = param.parse(raw[param.name])
+            elif param.required:
+                raise exceptions.InvalidParameter(
+                    f'workflow {self.name} needs parameter {param.name} '
+                    f'({param.help})')
+            else:
+                params[param.name] = param.default
+        if self.check is not None:
+            self.check(params)
+        return params
+
+    def load_factory(self):
+        module_name, _, attr = self.factory.partition(':')
+        module = __import__(module_name, fromlist=[attr])
+        return getattr(module, attr)
+
+
+def parse_assignments(pairs):
+    """``['k=v', ...]`` -> ``{'k': 'v'}``; InvalidParameter if malformed."""
+    result = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition('=')
+        key = key.strip()
+        if not sep or not key:
+            raise exceptions.InvalidParameter(
+                f'malformed --param {pair!r}: expected KEY=VALUE')
+        if key in result:
+            raise exceptions.InvalidParameter(
+                f'parameter {key} given more than once')
+        result[key] = value
+    return result
+
+
+def names():
+    """Installed workflow names, without importing them."""
+    from importlib import metadata
+
+    eps = metadata.entry_points(group=ENTRY_POINT)
+    return sorted({ep.name for ep in eps})
+
+
+def get(name):
+    """Load the workflow called ``name``.
+
+    :raises UnknownWorkflow: not installed (suggests the closest name).
+    """
+    from importlib import metadata
+
+    eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT)}
+    if name not in eps:
+        hint = difflib.get_close_matches(name, list(eps), n=1)
+        more = f'; did you mean {hint[0]}?' if hint else ''
+        raise exceptions.UnknownWorkflow(
+            f'unknown workflow {name!r}{more} (see "octavia-workflow '
+            f'flows")')
+    return eps[name].load()
