@@ -528,3 +528,45 @@ class StandinState:
         if row["data_path"]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(row["data_path"])
+
+
+def main(argv=None):
+    """``serve --state FILE --port P [--host 127.0.0.1] [--hosts ...]``.
+
+    Exit status 2 for bad arguments (argparse), 1 if the server cannot start
+    (port in use, non-loopback host), 0 after a clean SIGTERM/SIGINT stop.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m owtools.standin",
+        description="Nova + Glance stand-in for tests")
+    sub = parser.add_subparsers(dest="command", required=True)
+    srv = sub.add_parser("serve", help="serve the HTTP API until SIGTERM")
+    srv.add_argument("--state", required=True, help="SQLite state file")
+    srv.add_argument("--port", type=int, default=0, help="0: a free port")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="loopback address to bind")
+    srv.add_argument("--hosts", default=None,
+                     help="compute hosts to seed a new state file with, as "
+                          "name:az,name:az (default compute-1..3 in az1)")
+    srv.add_argument("--verbose", action="store_true",
+                     help="log each request to stderr")
+    args = parser.parse_args(argv)
+    from owtools import standin_http
+
+    try:
+        if args.hosts:
+            seeds = [tuple((h.split(":") + ["az1"])[:2])
+                     for h in args.hosts.split(",") if h]
+            StandinState(args.state, hosts=seeds)
+        return standin_http.serve(args.state, args.host, args.port,
+                                  args.verbose)
+    except (OSError, ValueError) as exc:
+        print(f"standin: cannot serve: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
