@@ -104,3 +104,30 @@ class RunContext:
         self.fence()
         self.records.update_target(self.job_id, target,
                                    merge_details=details)
+
+
+class PlanContext:
+    """What a workflow's ``plan`` gets during ``submit --dry-run``.
+
+    Read-only: ``cloud()`` and ``params``; there is no job yet.
+    """
+
+    def __init__(self, params, cloud_name=None, cloud_factory=None):
+        self.job_id = None
+        self.params = params
+        self.cloud_name = cloud_name
+        self._cloud_factory = cloud_factory
+        self._cloud = None
+
+    def cloud(self):
+        if self._cloud is None:
+            if self._cloud_factory is None:
+                from octavia_workflows import cloud
+
+                self._cloud = cloud.connect(self.cloud_name)
+            else:
+                self._cloud = self._cloud_factory(self.cloud_name)
+        return self._cloud
+
+    def fence(self):
+        """Nothing to fence: a dry run changes nothing."""

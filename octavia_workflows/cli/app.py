@@ -1,0 +1,144 @@
+"""The ``octavia-workflow`` application (cliff).
+
+Global options: ``--config-file`` (repeatable), ``--os-cloud``,
+``--debug``.  Nothing heavy is imported here: TaskFlow, openstacksdk and
+the backends load only when a command needs them, so ``--help`` is fast.
+"""
+
+import logging
+import os
+import sys
+import warnings
+
+from cliff import app
+from cliff import commandmanager
+
+COMMANDS = 'octavia_workflows.cli'
+
+DESCRIPTION = """Durable, resumable operator runbooks for OpenStack Octavia.
+
+A job is submitted here, claimed by a conductor from the Redis or
+ZooKeeper jobboard (or run in the foreground when the jobboard is
+disabled), and every step is saved in the persistence database so any
+controller can resume it.
+
+Exit codes: 0 ok; 1 the job failed; 2 bad input (nothing was posted or
+changed); 3 timeout."""
+
+
+def quiet_imports():
+    """Silence deprecation noise that TaskFlow's imports print."""
+    warnings.filterwarnings('ignore', category=DeprecationWarning)
+    warnings.filterwarnings('ignore', message=r'(?s).*eventlet')
+
+
+class Manager:
+    """Lazily built configuration, persistence and job service."""
+
+    def __init__(self, options):
+        self.options = options
+        self._conf = None
+        self._persistence = None
+        self._jobs = None
+
+    @property
+    def conf(self):
+        if self._conf is None:
+            from octavia_workflows import conf
+
+            self._conf = conf.load(self.options.config_file)
+        return self._conf
+
+    @property
+    def cloud_name(self):
+        return (self.options.os_cloud or self.conf.cloud.name
+                or os.environ.get('OS_CLOUD'))
+
+    @property
+    def persistence(self):
+        if self._persistence is None:
+            quiet_imports()
+            from octavia_workflows import conf
+            from octavia_workflows.engine import persistence
+
+            store = persistence.Persistence(conf.persistence_url(self.conf))
+            store.check()
+            self._persistence = store
+        return self._persistence
+
+    def board(self, name='octavia-workflow'):
+        """A connected jobboard driver (BackendUnavailable if not)."""
+        from octavia_workflows.engine import jobboard
+
+        driver = jobboard.fetch(self.conf, name=name)
+        driver.connect()
+        return driver
+
+    @property
+    def jobs(self):
+        if self._jobs is None:
+            from octavia_workflows.engine import jobs
+
+            self._jobs = jobs.JobService(self.conf, self.persistence,
+                                         board_factory=self.board)
+        return self._jobs
+
+    def close(self):
+        if self._jobs is not None:
+            self._jobs.close()
+
+
+class OctaviaWorkflowApp(app.App):
+    # Console logs at WARNING unless -v; the conductor raises it to INFO.
+    DEFAULT_VERBOSE_LEVEL = 0
+    CONSOLE_MESSAGE_FORMAT = '%(asctime)s %(levelname)s %(name)s %(message)s'
+
+    def __init__(self):
+        from octavia_workflows import version
+
+        super().__init__(
+            description=DESCRIPTION,
+            version=version.version_string(),
+            command_manager=commandmanager.CommandManager(COMMANDS),
+            deferred_help=True)
+        self.manager = None
+
+    def build_option_parser(self, description, version,
+                            argparse_kwargs=None):
+        import argparse
+
+        kwargs = dict(argparse_kwargs or {})
+        kwargs['formatter_class'] = argparse.RawDescriptionHelpFormatter
+        parser = super().build_option_parser(description, version, kwargs)
+        parser.add_argument(
+            '--config-file', action='append', default=[], metavar='PATH',
+            help='Configuration file (repeatable). Default: oslo.config '
+            'search, /etc/octavia-workflows/octavia-workflows.conf.')
+        parser.add_argument(
+            '--os-cloud', metavar='NAME', default=None,
+            help='clouds.yaml entry to use (overrides [cloud] name and '
+            'OS_CLOUD).')
+        return parser
+
+    def configure_logging(self):
+        super().configure_logging()
+        # Libraries are chatty at INFO; keep the console to our own logs.
+        for noisy in ('stevedore', 'kazoo', 'taskflow', 'urllib3', 'alembic',
+                      'keystoneauth', 'openstack', 'oslo_config'):
+            logging.getLogger(noisy).setLevel(
+                logging.DEBUG if self.options.debug else logging.WARNING)
+
+    def initialize_app(self, argv):
+        quiet_imports()
+        self.manager = Manager(self.options)
+
+    def clean_up(self, cmd, result, err):
+        if self.manager is not None:
+            self.manager.close()
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        argv = ['--help']
+    return OctaviaWorkflowApp().run(argv)

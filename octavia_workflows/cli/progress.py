@@ -1,0 +1,126 @@
+"""Following a job until it ends: a progress bar or one line per event.
+
+On a terminal: one redrawn line with a bar, done/failed/skipped counts,
+the targets in flight and an ETA.  Elsewhere (CI, logs, pipes): one
+plain line per change of the job's state or of a target's state.
+Ctrl-C stops following, never the job.
+"""
+
+import sys
+import time
+
+from octavia_workflows.engine import records as rec
+
+FINAL = rec.FINISHED
+
+
+def _eta(job, started, now):
+    progress = job['progress']
+    finished = progress['done'] + progress['failed'] + progress['skipped']
+    left = progress['total'] - finished
+    if not finished or left <= 0 or started is None:
+        return None
+    return (now - started) / finished * left
+
+
+def _fmt_seconds(seconds):
+    seconds = int(seconds)
+    return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+def bar_line(job, eta, width=24):
+    """The terminal status line for ``job`` (a ``show`` view)."""
+    progress = job['progress']
+    total = progress['total'] or 1
+    finished = progress['done'] + progress['failed'] + progress['skipped']
+    filled = int(width * finished / total)
+    running = [t['target'] for t in job.get('targets', [])
+               if t['state'] == 'RUNNING']
+    parts = [f'[{"#" * filled}{"-" * (width - filled)}]',
+             f'{finished}/{progress["total"]}',
+             f'done {progress["done"]} failed {progress["failed"]} '
+             f'skipped {progress["skipped"]}', job['state']]
+    if running:
+        shown = ', '.join(running[:3]) + (' ...' if len(running) > 3 else '')
+        parts.append(f'now: {shown}')
+    if eta is not None and job['state'] == 'RUNNING':
+        parts.append(f'ETA {_fmt_seconds(eta)}')
+    return ' | '.join(parts)
+
+
+def events(previous, job):
+    """Plain lines describing what changed between two views."""
+    head = []
+    if previous is None or previous['state'] != job['state'] or \
+            previous['owner'] != job['owner']:
+        line = f'job {job["id"]}: {job["state"]}'
+        if job['owner'] and job['state'] == 'RUNNING':
+            line += f' on {job["owner"]}'
+        if job['reason'] and job['state'] != 'RUNNING':
+            line += f' ({job["reason"]})'
+        if job['gate'] and job['state'] == 'PAUSED':
+            line += f' - approval needed: {job["gate"]}'
+        head.append(line)
+    before = {t['target']: t for t in (previous or {}).get('targets', [])}
+    total = job['progress']['total']
+    finished = sum(1 for t in before.values()
+                   if t['state'] in ('DONE', 'FAILED', 'SKIPPED'))
+    lines = []
+    for target in job.get('targets', []):
+        old = before.get(target['target'])
+        if old is not None and old['state'] == target['state']:
+            continue
+        if old is None and target['state'] == 'PENDING':
+            continue
+        line = f'target {target["target"]}: {target["state"]}'
+        if target['state'] in ('DONE', 'FAILED', 'SKIPPED'):
+            finished += 1
+            line += f' ({finished}/{total})'
+        if target['error']:
+            line += f': {target["error"]}'
+        lines.append(line)
+    if job['state'] in FINAL:
+        return lines + head
+    return head + lines
+
+
+def follow(get_view, timeout=None, stream=None, interval=0.5, tty=None):
+    """Print progress until the job ends or ``timeout`` passes.
+
+    :param get_view: callable returning the job's ``show`` view.
+    :returns: the last view, and whether the wait timed out.
+    """
+    stream = stream or sys.stderr
+    tty = stream.isatty() if tty is None else tty
+    deadline = None if timeout is None else time.monotonic() + timeout
+    previous = None
+    started = None
+    try:
+        while True:
+            job = get_view()
+            now = time.monotonic()
+            if started is None and job['state'] == 'RUNNING':
+                started = now
+            if tty:
+                stream.write('\r\033[K' + bar_line(job, _eta(job, started,
+                                                            now)))
+            else:
+                for line in events(previous, job):
+                    stream.write(line + '\n')
+            stream.flush()
+            previous = job
+            if job['state'] in FINAL:
+                break
+            if deadline is not None and now >= deadline:
+                if tty:
+                    stream.write('\n')
+                return job, True
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        if tty:
+            stream.write('\n')
+        stream.write('stopped waiting; the job carries on\n')
+        raise
+    if tty:
+        stream.write('\n')
+    return previous, False

@@ -1,0 +1,9 @@
+"""Console script ``octavia-workflow``."""
+
+import sys
+
+
+def main():
+    from octavia_workflows.cli import app
+
+    sys.exit(app.main())

@@ -1,0 +1,199 @@
+"""The conductor: claims jobs from the jobboard and runs them.
+
+TaskFlow's own conductors claim without an expiry, re-claim failing jobs
+in a hot loop and have no fencing, so this one drives TaskFlow engines
+itself (see the design's durability rules):
+
+- claims always carry an expiry and are renewed by their owner
+  (:mod:`octavia_workflows.engine.claims`);
+- its name is ``<NAME>-<8 hex>``, unique per process start; that is the
+  owner ``show`` reports;
+- a job that made no progress in ``[conductor] max_job_attempts``
+  attempts in a row ends FAILED with the last reason, and a transient
+  failure is retried with exponential backoff, not at once;
+- :meth:`Conductor.stop` (SIGTERM): stop claiming, suspend the running
+  engines (in-flight steps finish), release the claims, return.
+
+Leaving :meth:`Conductor.stop` uncalled leaves jobs claimed until their
+claims expire; another conductor then takes them over.
+"""
+
+import concurrent.futures
+import logging
+import secrets
+import socket
+import threading
+import time
+
+from octavia_workflows import exceptions
+from octavia_workflows.engine import claims
+from octavia_workflows.engine import records as rec
+from octavia_workflows.engine import runner
+
+LOG = logging.getLogger(__name__)
+
+
+def unique_name(prefix=None):
+    """``<prefix>-<8 hex>``; the prefix defaults to the host name."""
+    return f'{prefix or socket.gethostname()}-{secrets.token_hex(4)}'
+
+
+class Conductor:
+    """Claims and runs up to ``workers`` jobs at a time.
+
+    :param conf: parsed configuration.
+    :param persistence: a checked :class:`~octavia_workflows.engine.
+        persistence.Persistence`.
+    :param driver: a connected jobboard driver.
+    :param name: name prefix (``--name``).
+    :param workers: jobs run at the same time.
+    :param listener: optional callable ``(event, **fields)`` for metrics.
+    """
+
+    def __init__(self, conf, persistence, driver, name=None, workers=1,
+                 listener=None, cloud_factory=None):
+        self.conf = conf
+        self.persistence = persistence
+        self.records = persistence.records
+        self.driver = driver
+        self.name = unique_name(name)
+        self.workers = max(1, int(workers))
+        self.listener = listener or (lambda event, **fields: None)
+        self.cloud_factory = cloud_factory
+        self._stop = threading.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix='conductor-job')
+        self._running = {}
+        self._lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------
+    def run(self):
+        """Claim and run jobs until :meth:`stop`; then wait for them."""
+        LOG.info('conductor %s started (%d workers, board %s)', self.name,
+                 self.workers, self.driver.describe())
+        poll = self.conf.conductor.poll_interval
+        while not self._stop.is_set():
+            try:
+                self._dispatch()
+            except exceptions.BackendUnavailable as exc:
+                LOG.warning('conductor %s: %s', self.name, exc)
+                self._stop.wait(min(5.0, poll * 5))
+                continue
+            except Exception:
+                LOG.exception('conductor %s: dispatch failed', self.name)
+            self._stop.wait(poll)
+        self._drain()
+        LOG.info('conductor %s stopped', self.name)
+
+    def stop(self):
+        """Stop claiming; running jobs suspend after their current step."""
+        if not self._stop.is_set():
+            LOG.info('conductor %s stopping', self.name)
+        self._stop.set()
+
+    @property
+    def running_jobs(self):
+        with self._lock:
+            return list(self._running)
+
+    def _drain(self):
+        deadline = time.monotonic() + self.conf.conductor.stop_timeout
+        with self._lock:
+            futures = list(self._running.values())
+        for future in futures:
+            left = max(0.0, deadline - time.monotonic())
+            try:
+                future.result(timeout=left)
+            except concurrent.futures.TimeoutError:
+                LOG.warning('conductor %s: a job did not suspend within '
+                            '%s s; its claim will expire', self.name,
+                            self.conf.conductor.stop_timeout)
+            except Exception:
+                LOG.exception('conductor %s: job ended badly', self.name)
+        self._pool.shutdown(wait=False)
+
+    # -- claiming ---------------------------------------------------------
+    def _free_slots(self):
+        with self._lock:
+            for job_id in [j for j, f in self._running.items() if f.done()]:
+                del self._running[job_id]
+            return self.workers - len(self._running)
+
+    def _dispatch(self):
+        if self._free_slots() <= 0:
+            return
+        for board_job in self.driver.unclaimed():
+            if self._stop.is_set() or self._free_slots() <= 0:
+                return
+            details = board_job.details or {}
+            job_id = details.get('job_id')
+            record = self.records.get_job(job_id) if job_id else None
+            if record is not None and record['not_before'] and \
+                    record['not_before'] > rec.utcnow():
+                continue
+            if not self.driver.claim(board_job, self.name):
+                continue
+            if record is None or record['board_job'] != board_job.uuid or \
+                    record['state'] not in ('PENDING', 'RUNNING'):
+                # Stale posting (purged, re-posted, already settled).
+                LOG.info('conductor %s: dropping stale posting %s',
+                         self.name, board_job.uuid)
+                self.driver.complete(board_job, self.name)
+                continue
+            self._start(board_job, job_id)
+
+    def _start(self, board_job, job_id):
+        ok = self.records.update_job(
+            job_id, expect_states=('PENDING', 'RUNNING'), state='RUNNING',
+            owner=self.name, heartbeat_at=rec.utcnow())
+        if not ok:
+            self.driver.complete(board_job, self.name)
+            return
+        job = self.records.get_job(job_id)
+        if job['started_at'] is None:
+            self.records.update_job(job_id, started_at=rec.utcnow())
+        attempts = self.records.add_attempt(job_id)
+        self.listener('claimed', job_id=job_id)
+        LOG.info('job %s: claimed by %s (attempt %d)', job_id, self.name,
+                 attempts)
+        limit = self.conf.conductor.max_job_attempts
+        if attempts > limit:
+            reason = (f'gave up after {limit} attempts without progress'
+                      f'{": " + job["reason"] if job["reason"] else ""}')
+            self.records.update_job(job_id, expect_owner=self.name,
+                                    state='FAILED', reason=reason,
+                                    finished_at=rec.utcnow())
+            LOG.error('job %s: FAILED: %s', job_id, reason)
+            self.driver.complete(board_job, self.name)
+            self.listener('finished', job_id=job_id, state='FAILED')
+            return
+        claim = claims.BoardClaim(job_id, self.name, self.driver, board_job)
+        claim.start()
+        with self._lock:
+            self._running[job_id] = self._pool.submit(
+                self._run, board_job, job_id, claim)
+
+    def _run(self, board_job, job_id, claim):
+        try:
+            outcome = runner.run_job(
+                self.persistence, job_id, claim, stop_event=self._stop,
+                save_logbook=self.conf.task_flow.jobboard_save_logbook,
+                cloud_factory=self.cloud_factory)
+        except Exception:
+            LOG.exception('job %s: runner crashed', job_id)
+            outcome = runner.Outcome('PENDING', 'runner crashed',
+                                     release=True)
+        finally:
+            claim.stop()
+        try:
+            if outcome.lost:
+                self.listener('lost', job_id=job_id)
+            elif outcome.release:
+                self.driver.release(board_job, self.name)
+                self.listener('released', job_id=job_id)
+            else:
+                self.driver.complete(board_job, self.name)
+                self.listener('finished', job_id=job_id, state=outcome.state)
+        except exceptions.BackendUnavailable as exc:
+            LOG.warning('job %s: cannot update the board: %s', job_id, exc)
+        return outcome
