@@ -18,6 +18,12 @@ image tag still need to talk to *something*, so this module provides:
   ``compute_endpoint_override: http://127.0.0.1:P/compute/v2.1`` and
   ``image_endpoint_override: http://127.0.0.1:P/image``.
 
+Servers are listed by host with ``conn.compute.servers(all_projects=True,
+compute_host=HOST, details=True)``: openstacksdk turns a ``host=`` argument
+into the same query but also filters the results client-side on a top-level
+``host`` attribute that Nova never returns, so ``host=`` yields nothing here
+and against a real Nova alike.
+
 This is a test double, not an emulator: anything not listed is answered with
 404 (unknown path) or 405 (known path, unsupported method).
 """

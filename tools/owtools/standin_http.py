@@ -88,6 +88,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.server.verbose:
             sys.stderr.write("standin: " + (fmt % args) + "\n")
 
+    def log_error(self, fmt, *args):
+        sys.stderr.write("standin: error: " + (fmt % args) + "\n")
+
     # -- responses ---------------------------------------------------------
 
     def _send(self, code, body=None, headers=(), ctype="application/json"):
@@ -178,6 +181,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._error(exc.code, str(exc), service)
         except (ValueError, KeyError, TypeError) as exc:
             self._error(400, f"Bad request: {exc}", service)
+        except Exception as exc:  # a stand-in bug: say so, keep serving
+            self.log_error("unexpected error: %r", exc)
+            self._error(500, f"Unexpected error: {exc!r}", service)
         # drain what a handler did not read so keep-alive stays in sync
         try:
             body.read_all()
@@ -242,13 +248,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             ("GET", r"/servers/([^/]+)", self._server_show),
             ("DELETE", r"/servers/([^/]+)", self._server_delete),
             ("GET", r"/os-services", self._services),
-            ("PUT", r"/os-services/(disable|enable|disable-log-reason|"
-                    r"force-down)", self._service_action),
             ("PUT", r"/os-services/([^/]+)", self._service_update),
             ("GET", r"/os-hypervisors", lambda b: self._hypervisors(False)),
             ("GET", r"/os-hypervisors/detail",
              lambda b: self._hypervisors(True)),
-            ("GET", r"/os-hypervisors/([^/]+)", self._hypervisor_show),
         ]
         self._route(routes, parts[1:], body, "compute")
 
@@ -336,9 +339,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                        for h in hosts]})
 
     def _service_update(self, body, service_id):
-        """PUT /os-services/{id} (microversion 2.53 and later)."""
+        """PUT /os-services/{id} (microversion 2.53 and later; the older
+        PUT /os-services/{disable,enable} forms are not served because
+        openstacksdk uses this one whenever 2.53 is available)."""
         if self.mv_tuple() < (2, 53):
-            raise StandinError(f"Service {service_id} not found.", 404)
+            raise StandinError(f"Unknown action {service_id} (this form "
+                               "needs microversion 2.53 or later)", 404)
         data = self._json(body)
         unknown = set(data) - {"status", "disabled_reason", "forced_down"}
         if unknown or not data:
@@ -356,29 +362,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             disabled_reason=data.get("disabled_reason"),
             forced_down=data.get("forced_down"))
         self._nsend(200, {"service": self._service_view(h)})
-
-    def _service_action(self, body, action):
-        """The pre-2.53 forms: PUT /os-services/{disable,enable,...}."""
-        if self.mv_tuple() >= (2, 53):
-            raise StandinError(f"Service {action} not found.", 404)
-        data = self._json(body)
-        host = data.get("host")
-        if not host or data.get("binary") != "nova-compute":
-            raise StandinError("Missing or invalid 'host'/'binary'")
-        if action == "force-down":
-            h = self.server.state.set_service(
-                host, forced_down=bool(data.get("forced_down")))
-            out = {"host": host, "binary": "nova-compute",
-                   "forced_down": bool(h["forced_down"])}
-        else:
-            status = "enabled" if action == "enable" else "disabled"
-            h = self.server.state.set_service(
-                host, status=status,
-                disabled_reason=data.get("disabled_reason"))
-            out = {"host": host, "binary": "nova-compute", "status": status}
-            if action == "disable-log-reason":
-                out["disabled_reason"] = h["disabled_reason"]
-        self._nsend(200, {"service": out})
 
     def mv_tuple(self):
         return tuple(int(p) for p in self.mv.split("."))
@@ -400,14 +383,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._nsend(200, {"hypervisors": [
             self._hypervisor_view(h, detail)
             for h in self.server.state.hosts()]})
-
-    def _hypervisor_show(self, body, hyp_id):
-        for h in self.server.state.hosts():
-            if h["hypervisor_id"] == hyp_id:
-                return self._nsend(200, {
-                    "hypervisor": self._hypervisor_view(h, True)})
-        raise StandinError(f"Hypervisor with ID {hyp_id} could not be "
-                           "found.", 404)
 
     # -- image -------------------------------------------------------------
 
