@@ -296,6 +296,11 @@ def test_errors_have_service_shaped_json_bodies(standin):
     assert r.status_code == 404
     r = conn.compute.post("/servers/detail", json={})
     assert r.status_code == 405
+    r = conn.compute.get("/servers/detail", microversion="3.0")
+    assert r.status_code == 406
+    assert r.headers["OpenStack-API-Version"] == "compute 2.1"
+    r = conn.compute.get("/servers/detail", microversion="2.60")
+    assert r.headers["OpenStack-API-Version"] == "compute 2.60"
 
 
 _WRITER = """
