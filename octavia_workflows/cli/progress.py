@@ -9,9 +9,9 @@ Ctrl-C stops following, never the job.
 import sys
 import time
 
-from octavia_workflows.engine import records as rec
+from octavia_workflows import states
 
-FINAL = rec.FINISHED
+FINAL = states.FINISHED
 
 
 def _eta(job, started, now):
@@ -84,10 +84,13 @@ def events(previous, job):
     return head + lines
 
 
-def follow(get_view, timeout=None, stream=None, interval=0.5, tty=None):
+def follow(get_view, timeout=None, stream=None, interval=0.5, tty=None,
+           until=None):
     """Print progress until the job ends or ``timeout`` passes.
 
     :param get_view: callable returning the job's ``show`` view.
+    :param until: optional callable; following also stops once it returns
+        True (after printing the last view).
     :returns: the last view, and whether the wait timed out.
     """
     stream = stream or sys.stderr
@@ -109,7 +112,7 @@ def follow(get_view, timeout=None, stream=None, interval=0.5, tty=None):
                     stream.write(line + '\n')
             stream.flush()
             previous = job
-            if job['state'] in FINAL:
+            if job['state'] in FINAL or (until is not None and until()):
                 break
             if deadline is not None and now >= deadline:
                 if tty:

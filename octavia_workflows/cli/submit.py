@@ -1,6 +1,7 @@
 """``submit``, ``wait`` and ``resume``: starting and following jobs."""
 
 import json
+import signal
 import sys
 import threading
 
@@ -32,8 +33,8 @@ def exit_code(view, timed_out=False):
 def run_inline(manager, job_id, stream=None):
     """Run a job in this process (jobboard disabled) while showing progress.
 
-    Ctrl-C suspends the run after the steps in flight; the job is left
-    PAUSED and ``resume JOB`` continues it from any host that reaches the
+    Ctrl-C or SIGTERM suspends the run after the steps in flight; the job
+    is left PAUSED and ``resume JOB`` continues it from any host that reaches the
     same database.
     """
     from octavia_workflows.engine import claims
@@ -57,20 +58,23 @@ def run_inline(manager, job_id, stream=None):
             claim.stop()
 
     worker = threading.Thread(target=work, name='inline-run')
-    worker.start()
-    try:
-        while worker.is_alive():
-            try:
-                progress.follow(lambda: jobs.get(job_id), stream=stream,
-                                timeout=None)
-            except KeyboardInterrupt:
-                sys.stderr.write('interrupt: finishing the steps in flight, '
-                                 'then pausing the job\n')
-                stop.set()
-            worker.join(0.2)
-    except KeyboardInterrupt:
+
+    def on_signal(signum, frame):
+        if not stop.is_set():
+            sys.stderr.write('\ninterrupted: finishing the steps in flight, '
+                             'then pausing the job\n')
         stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.start()
+        progress.follow(lambda: jobs.get(job_id), stream=stream,
+                        until=lambda: not worker.is_alive())
         worker.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     outcome = result.get('outcome')
     if outcome is not None and outcome.release:
         manager.persistence.records.update_job(

@@ -17,12 +17,10 @@ import json
 
 import sqlalchemy as sa
 
+from octavia_workflows.states import FINISHED
+
 SCHEMA_VERSION = 1
 
-JOB_STATES = ('PENDING', 'RUNNING', 'PAUSED', 'SUCCESS', 'FAILED',
-              'CANCELLED')
-FINISHED = ('SUCCESS', 'FAILED', 'CANCELLED')
-TARGET_STATES = ('PENDING', 'RUNNING', 'DONE', 'SKIPPED', 'FAILED')
 #: The action of targets the plan skipped (they get no step in the flow).
 SKIP_ACTION = 'skip'
 

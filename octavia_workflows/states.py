@@ -1,0 +1,18 @@
+"""Job and target states as printed (see the design's CLI contract)."""
+
+PENDING = 'PENDING'
+RUNNING = 'RUNNING'
+PAUSED = 'PAUSED'
+SUCCESS = 'SUCCESS'
+FAILED = 'FAILED'
+CANCELLED = 'CANCELLED'
+
+JOB_STATES = (PENDING, RUNNING, PAUSED, SUCCESS, FAILED, CANCELLED)
+#: Job states from which nothing moves any more.
+FINISHED = (SUCCESS, FAILED, CANCELLED)
+
+DONE = 'DONE'
+SKIPPED = 'SKIPPED'
+TARGET_STATES = (PENDING, RUNNING, DONE, SKIPPED, FAILED)
+#: Target states that end a target.
+TARGET_FINISHED = (DONE, SKIPPED, FAILED)
