@@ -6,5 +6,5 @@ def version_string():
         from importlib import metadata
 
         return metadata.version('octavia-workflows')
-    except Exception:  # noqa: BLE001 - running from a bare checkout
+    except Exception:
         return 'unknown'

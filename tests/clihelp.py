@@ -42,7 +42,7 @@ def start(conf_path, *args, log=None, env=None):
     cmd = [BIN, '--config-file', conf_path] + list(args)
     full_env = dict(os.environ)
     full_env.update(env or {})
-    out = open(log, 'ab') if log else subprocess.DEVNULL  # noqa: SIM115
+    out = open(log, 'ab') if log else subprocess.DEVNULL
     # A shell's background job may ignore SIGINT; tests send real signals.
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                             env=full_env, preexec_fn=_default_signals)

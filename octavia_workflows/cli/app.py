@@ -10,8 +10,7 @@ import os
 import sys
 import warnings
 
-from cliff import app
-from cliff import commandmanager
+from cliff import app, commandmanager
 
 COMMANDS = 'octavia_workflows.cli'
 

@@ -13,9 +13,7 @@ Every command derives from :class:`Command`, :class:`Lister` or
 import argparse
 import sys
 
-from cliff import command
-from cliff import lister
-from cliff import show
+from cliff import command, lister, show
 
 from octavia_workflows import exceptions
 

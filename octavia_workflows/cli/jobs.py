@@ -2,8 +2,7 @@
 
 import json
 
-from octavia_workflows.cli import base
-from octavia_workflows.cli import submit
+from octavia_workflows.cli import base, submit
 
 LIST_COLUMNS = ('id', 'workflow', 'state', 'owner', 'progress', 'created')
 REPORT_COLUMNS = ('target', 'action', 'state', 'before', 'after',

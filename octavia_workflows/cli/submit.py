@@ -5,8 +5,7 @@ import signal
 import sys
 import threading
 
-from octavia_workflows.cli import base
-from octavia_workflows.cli import progress
+from octavia_workflows.cli import base, progress
 from octavia_workflows.flows import base as flows_base
 
 SHOW_FIELDS = ('id', 'workflow', 'state', 'owner', 'mode', 'cloud',
@@ -34,11 +33,10 @@ def run_inline(manager, job_id, stream=None):
     """Run a job in this process (jobboard disabled) while showing progress.
 
     Ctrl-C or SIGTERM suspends the run after the steps in flight; the job
-    is left PAUSED and ``resume JOB`` continues it from any host that reaches the
-    same database.
+    is left PAUSED and ``resume JOB`` continues it from any host that
+    reaches the same database.
     """
-    from octavia_workflows.engine import claims
-    from octavia_workflows.engine import runner
+    from octavia_workflows.engine import claims, runner
 
     jobs = manager.jobs
     conf = manager.conf

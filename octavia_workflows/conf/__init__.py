@@ -17,7 +17,8 @@ PROJECT = 'octavia-workflows'
 
 def register(conf):
     for group, group_opts in opts.list_opts():
-        conf.register_opts(group_opts, group=None if group == 'DEFAULT' else group)
+        name = None if group == 'DEFAULT' else group
+        conf.register_opts(group_opts, group=name)
 
 
 def load(config_files=None, conf=None):

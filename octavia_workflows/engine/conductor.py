@@ -26,9 +26,8 @@ import threading
 import time
 
 from octavia_workflows import exceptions
-from octavia_workflows.engine import claims
+from octavia_workflows.engine import claims, runner
 from octavia_workflows.engine import records as rec
-from octavia_workflows.engine import runner
 
 LOG = logging.getLogger(__name__)
 

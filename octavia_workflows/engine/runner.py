@@ -190,7 +190,7 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
         outcome = _outcome(engine, context, records, job_id, stop_event)
     except exceptions.ClaimLost:
         return Outcome('RUNNING', 'claim lost', lost=True)
-    except Exception as exc:  # noqa: BLE001 - every failure is settled
+    except Exception as exc:
         if claim.lost:
             return Outcome('RUNNING', 'claim lost', lost=True)
         outcome = _failure_outcome(exc, job_id)

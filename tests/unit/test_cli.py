@@ -11,11 +11,8 @@ import subprocess
 import sys
 import time
 
+from clihelp import run, start, write_conf
 import pytest
-
-from clihelp import run
-from clihelp import start
-from clihelp import write_conf
 
 
 @pytest.fixture

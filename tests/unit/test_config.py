@@ -2,8 +2,7 @@
 
 import pytest
 
-from octavia_workflows import conf
-from octavia_workflows import exceptions
+from octavia_workflows import conf, exceptions
 from octavia_workflows.conf import opts
 
 

@@ -3,8 +3,7 @@
 import pytest
 
 from octavia_workflows import exceptions
-from octavia_workflows.flows import base
-from octavia_workflows.flows import selftest
+from octavia_workflows.flows import base, selftest
 
 
 def test_defaults_are_applied():
