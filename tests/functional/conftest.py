@@ -93,7 +93,7 @@ def make_deployment(request, tmp_path, namespace):
     """``make_deployment(board, store, **group_overrides)``."""
     made = []
 
-    def make(board, store, expiry=EXPIRY, **groups):
+    def make(board, store, expiry=EXPIRY, upgrade=True, **groups):
         server = request.getfixturevalue(f'{board}_server')
         task_flow = board_options(board, server, namespace, expiry)
         if store == 'sqlite':
@@ -108,7 +108,8 @@ def make_deployment(request, tmp_path, namespace):
                                      **groups.pop('conductor', {}))}
         options.update(groups)
         deployment = Deployment(tmp_path, board, store, options)
-        deployment.cli('db', 'upgrade', check=0)
+        if upgrade:
+            deployment.cli('db', 'upgrade', check=0)
         made.append(deployment)
         return deployment
 
