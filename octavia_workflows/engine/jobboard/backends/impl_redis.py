@@ -122,6 +122,13 @@ class RedisDriver(base.JobBoardDriver):
                 return False
         return True
 
+    def owner(self, job):
+        # TaskFlow's find_owner() raises TypeError once the owner key has
+        # expired; an expired claim simply has no owner.
+        with self.translate('reading a claim'):
+            raw = self.client.get(job.owner_key)
+        return raw.decode('utf-8') if raw is not None else None
+
     def renew(self, job, owner):
         with self.translate('renewing a claim'):
             ttl_ms = int(self.expiry * 1000)

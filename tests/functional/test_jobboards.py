@@ -1,0 +1,151 @@
+"""The jobboard driver contract, on real Redis and ZooKeeper.
+
+Every driver must: post JSON-simple details, let exactly one owner claim,
+give every claim an expiry (a silent owner loses the job), refuse to renew
+someone else's claim, release and complete, and translate an unreachable
+backend into ``BackendUnavailable``.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+
+from functional.conftest import board_options
+import pytest
+
+from octavia_workflows import conf as ow_conf
+from octavia_workflows import exceptions
+from octavia_workflows.engine import jobboard
+
+pytestmark = pytest.mark.functional
+
+EXPIRY = 2
+
+
+@pytest.fixture
+def driver(request, board, namespace, tmp_path):
+    server = request.getfixturevalue(f'{board}_server')
+    conf = _conf(tmp_path, board_options(board, server, namespace, EXPIRY))
+    drv = jobboard.fetch(conf)
+    drv.connect()
+    yield drv
+    drv.close()
+
+
+def _conf(tmp_path, task_flow):
+    lines = ['[task_flow]'] + [f'{k} = {v}' for k, v in task_flow.items()]
+    path = tmp_path / 'board.conf'
+    path.write_text('\n'.join(lines) + '\n')
+    return ow_conf.load([str(path)])
+
+
+def _posted(drv, job_id):
+    for job in drv.unclaimed():
+        if (job.details or {}).get('job_id') == job_id:
+            return job
+    return None
+
+
+def test_post_claim_is_exclusive_and_details_are_plain(driver):
+    board_uuid = driver.post('job-1', 'selftest')
+    job = _posted(driver, 'job-1')
+    assert job is not None and job.uuid == board_uuid
+    assert job.details == {'job_id': 'job-1', 'workflow': 'selftest'}
+    assert driver.claim(job, 'alpha')
+    assert not driver.claim(job, 'beta')
+    assert driver.owner(job) == 'alpha'
+    assert driver.owns(job, 'alpha') and not driver.owns(job, 'beta')
+    assert _posted(driver, 'job-1') is None
+
+
+CLAIMANT = """
+import sys, time
+from octavia_workflows import conf
+from octavia_workflows.engine import jobboard
+drv = jobboard.fetch(conf.load([sys.argv[1]]))
+drv.connect()
+job = next(j for j in drv.unclaimed() if j.details['job_id'] == sys.argv[2])
+assert drv.claim(job, 'alpha')
+print('claimed', flush=True)
+while True:
+    assert drv.renew(job, 'alpha')
+    time.sleep(%s / 4)
+"""
+
+
+def test_a_dead_owners_claim_expires(driver, tmp_path):
+    """The owner keeps its claim alive while it lives; SIGKILL it and the
+    claim is gone within the expiry (plus a margin), claimable again."""
+    driver.post('job-2', 'selftest')
+    proc = subprocess.Popen(
+        [sys.executable, '-c', CLAIMANT % EXPIRY,
+         str(tmp_path / 'board.conf'), 'job-2'],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == 'claimed'
+        job = driver.find(driver_job_uuid(driver, 'job-2'))
+        time.sleep(EXPIRY * 2)                 # alive: still owned
+        assert driver.owner(job) == 'alpha'
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed = time.monotonic()
+    while driver.owner(job) is not None and \
+            time.monotonic() - killed < EXPIRY + 5:
+        time.sleep(0.05)
+    assert driver.owner(job) is None
+    assert time.monotonic() - killed < EXPIRY + 5
+    again = _posted(driver, 'job-2')
+    assert again is not None and driver.claim(again, 'beta')
+
+
+def driver_job_uuid(drv, job_id):
+    with drv.translate('listing jobs'):
+        for job in drv.board.iterjobs(ensure_fresh=True):
+            if job.details.get('job_id') == job_id:
+                return job.uuid
+    raise AssertionError(f'{job_id} is not on the board')
+
+
+def test_renew_never_extends_another_owners_claim(driver):
+    driver.post('job-3', 'selftest')
+    job = _posted(driver, 'job-3')
+    assert driver.claim(job, 'alpha')
+    assert not driver.renew(job, 'beta')
+    assert driver.owner(job) == 'alpha'
+
+
+def test_release_complete_and_remove(driver):
+    driver.post('job-4', 'selftest')
+    job = _posted(driver, 'job-4')
+    assert driver.claim(job, 'alpha')
+    driver.release(job, 'alpha')
+    job = _posted(driver, 'job-4')
+    assert job is not None
+    assert driver.claim(job, 'beta')
+    driver.complete(job, 'beta')
+    assert driver.find(job.uuid) is None
+    board_uuid = driver.post('job-5', 'selftest')
+    assert driver.remove(board_uuid, 'canceller')
+    assert driver.find(board_uuid) is None
+    assert not driver.remove(board_uuid, 'canceller')
+
+
+def test_unreachable_backend_is_backend_unavailable(board, tmp_path):
+    from owtools.services import free_port
+    opts = {'jobboard_enabled': True,
+            'jobboard_backend_driver': f'{board}_taskflow_driver',
+            'jobboard_backend_hosts': '127.0.0.1',
+            'jobboard_backend_port': free_port(),
+            'jobboard_expiration_time': 2}
+    drv = jobboard.fetch(_conf(tmp_path, opts))
+    with pytest.raises(exceptions.BackendUnavailable) as info:
+        drv.connect()
+    assert '127.0.0.1' in str(info.value)
+    drv.close()
+
+
+def test_unknown_driver_is_a_config_error(tmp_path):
+    with pytest.raises(exceptions.ConfigError):
+        jobboard.fetch(_conf(tmp_path, {'jobboard_backend_driver': 'nope'}))
