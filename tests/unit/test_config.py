@@ -39,3 +39,22 @@ def test_invalid_values(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(exceptions.ConfigError, match=message):
         conf.load([str(path)])
+
+
+def test_sample_config_is_generated_from_list_opts(tmp_path):
+    """etc/octavia-workflows.conf.sample matches oslo-config-generator's
+    output for the current options (regenerate it when options change)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    out = tmp_path / 'sample.conf'
+    generator = os.path.join(os.path.dirname(sys.executable),
+                             'oslo-config-generator')
+    subprocess.run([generator, '--config-file', os.path.join(
+        repo, 'etc/oslo-config-generator/octavia-workflows.conf'),
+        '--output-file', str(out)], check=True, cwd=repo)
+    with open(os.path.join(repo, 'etc/octavia-workflows.conf.sample')) as f:
+        committed = f.read()
+    assert out.read_text() == committed
