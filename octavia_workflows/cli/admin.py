@@ -79,7 +79,7 @@ class Conductor(base.Command):
 
     def take_action(self, parsed_args):
         from octavia_workflows import exceptions
-        from octavia_workflows.engine import conductor
+        from octavia_workflows.engine import conductor, metrics
 
         manager = self.app.manager
         conf = manager.conf
@@ -93,8 +93,14 @@ class Conductor(base.Command):
         store = manager.persistence
         name = parsed_args.name or conf.conductor.name
         driver = manager.board(name=name or 'conductor')
+        stats = metrics.Metrics(
+            stale_after=max(30.0, 10 * conf.conductor.poll_interval))
         worker = conductor.Conductor(conf, store, driver, name=name,
-                                     workers=workers)
+                                     workers=workers, listener=stats)
+        stats.info.info({'name': worker.name})
+        if conf.conductor.metrics_port is not None:
+            stats.serve(conf.conductor.metrics_host,
+                        conf.conductor.metrics_port)
 
         def on_signal(signum, frame):
             LOG.info('conductor %s: signal %d', worker.name, signum)
@@ -110,5 +116,6 @@ class Conductor(base.Command):
         try:
             worker.run()
         finally:
+            stats.close()
             driver.close()
         return base.EXIT_OK

@@ -173,6 +173,17 @@ conductor_opts = [
         help='On SIGTERM, seconds to let in-flight steps finish before the '
         'claims are released anyway.',
     ),
+    cfg.PortOpt(
+        'metrics_port',
+        help='Serve Prometheus metrics (/metrics) and a health check '
+        '(/healthz) on this port. Unset: no listener.',
+    ),
+    cfg.HostAddressOpt(
+        'metrics_host',
+        default='127.0.0.1',
+        help='Address the metrics endpoint binds to. Keep it on loopback '
+        'or a management network: it has no authentication.',
+    ),
 ]
 
 cloud_opts = [

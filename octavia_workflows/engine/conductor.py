@@ -74,8 +74,10 @@ class Conductor:
         while not self._stop.is_set():
             try:
                 self._dispatch()
+                self.listener('poll')
             except exceptions.BackendUnavailable as exc:
                 LOG.warning('conductor %s: %s', self.name, exc)
+                self.listener('poll', error=str(exc))
                 self._stop.wait(min(5.0, poll * 5))
                 continue
             except Exception:
@@ -152,7 +154,8 @@ class Conductor:
         if job['started_at'] is None:
             self.records.update_job(job_id, started_at=rec.utcnow())
         attempts = self.records.add_attempt(job_id)
-        self.listener('claimed', job_id=job_id)
+        workflow = job['workflow']
+        self.listener('claimed', job_id=job_id, workflow=workflow)
         LOG.info('job %s: claimed by %s (attempt %d)', job_id, self.name,
                  attempts)
         limit = self.conf.conductor.max_job_attempts
@@ -164,20 +167,24 @@ class Conductor:
                                     finished_at=rec.utcnow())
             LOG.error('job %s: FAILED: %s', job_id, reason)
             self.driver.complete(board_job, self.name)
-            self.listener('finished', job_id=job_id, state='FAILED')
+            self.listener('finished', job_id=job_id, workflow=workflow,
+                          state='FAILED')
             return
         claim = claims.BoardClaim(job_id, self.name, self.driver, board_job)
         claim.start()
         with self._lock:
             self._running[job_id] = self._pool.submit(
-                self._run, board_job, job_id, claim)
+                self._run, board_job, job_id, workflow, claim)
 
-    def _run(self, board_job, job_id, claim):
+    def _run(self, board_job, job_id, workflow, claim):
+        def listener(event, **fields):
+            self.listener(event, job_id=job_id, workflow=workflow, **fields)
+
         try:
             outcome = runner.run_job(
                 self.persistence, job_id, claim, stop_event=self._stop,
                 save_logbook=self.conf.task_flow.jobboard_save_logbook,
-                cloud_factory=self.cloud_factory)
+                cloud_factory=self.cloud_factory, listener=listener)
         except Exception:
             LOG.exception('job %s: runner crashed', job_id)
             outcome = runner.Outcome('PENDING', 'runner crashed',
@@ -186,13 +193,13 @@ class Conductor:
             claim.stop()
         try:
             if outcome.lost:
-                self.listener('lost', job_id=job_id)
+                listener('lost')
             elif outcome.release:
                 self.driver.release(board_job, self.name)
-                self.listener('released', job_id=job_id)
+                listener('released')
             else:
                 self.driver.complete(board_job, self.name)
-                self.listener('finished', job_id=job_id, state=outcome.state)
+                listener('finished', state=outcome.state)
         except exceptions.BackendUnavailable as exc:
             LOG.warning('job %s: cannot update the board: %s', job_id, exc)
         return outcome

@@ -27,7 +27,7 @@ class RunContext:
     """Per-run services for tasks (see the module docstring)."""
 
     def __init__(self, job_id, workflow, params, owner, records, claim,
-                 cloud_name=None, cloud_factory=None):
+                 cloud_name=None, cloud_factory=None, listener=None):
         self.job_id = job_id
         self.workflow = workflow
         self.params = params
@@ -37,6 +37,7 @@ class RunContext:
         self.cloud_name = cloud_name
         self._cloud_factory = cloud_factory
         self._cloud = None
+        self._listener = listener or (lambda event, **fields: None)
         self._lock = threading.Lock()
         self.stop_event = threading.Event()
         #: Set by a task to ask the runner to pause the job (breaker,
@@ -52,12 +53,19 @@ class RunContext:
     def stopping(self):
         return self.stop_event.is_set() or self.claim.lost
 
-    def request_pause(self, reason):
-        """Stop starting new targets and leave the job PAUSED."""
+    def request_pause(self, reason, kind='runbook'):
+        """Stop starting new targets and leave the job PAUSED.
+
+        ``kind`` (``breaker``, ``gate``, ``runbook``) labels the pause in
+        the conductor's metrics.
+        """
         with self._lock:
-            if self.pause_reason is None:
+            first = self.pause_reason is None
+            if first:
                 self.pause_reason = reason
                 LOG.warning('job %s: pausing: %s', self.job_id, reason)
+        if first:
+            self._listener('paused', kind=kind)
         self.stop_event.set()
 
     # -- cloud ------------------------------------------------------------
@@ -91,9 +99,15 @@ class RunContext:
     def target_finished(self, target, state, error=None, **details):
         """Record ``DONE``, ``SKIPPED`` or ``FAILED`` for a target."""
         self.fence()
+        now = rec.utcnow()
+        row = self.records.get_target(self.job_id, target)
         self.records.update_target(
             self.job_id, target, state=state, error=error,
-            finished_at=rec.utcnow(), merge_details=details or None)
+            finished_at=now, merge_details=details or None)
+        started = row and row['started_at']
+        self._listener('target', target=target, state=state,
+                       seconds=(now - started).total_seconds()
+                       if started else None)
         if error:
             LOG.warning('job %s target %s: %s: %s', self.job_id, target,
                         state, error)

@@ -116,7 +116,7 @@ def _progress_listener(records, job_id, state):
 
 
 def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
-            cloud_factory=None):
+            cloud_factory=None, listener=None):
     """Run (or continue) a job whose claim the caller holds.
 
     :returns: :class:`Outcome`.
@@ -137,7 +137,8 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
                        Outcome('FAILED', f'{exc} on this conductor'))
     context = ctx_mod.RunContext(
         job_id, job['workflow'], job['parameters'], claim.owner, records,
-        claim, cloud_name=job['cloud'], cloud_factory=cloud_factory)
+        claim, cloud_name=job['cloud'], cloud_factory=cloud_factory,
+        listener=listener)
     if stop_event is not None and stop_event.is_set():
         return Outcome('PENDING', 'conductor stopping', release=True)
     if job['control'] == 'cancel':
