@@ -52,7 +52,51 @@ class SchemaMissing(UserError):
 
 
 class CloudError(OctaviaWorkflowsError):
-    """A call to the OpenStack cloud failed."""
+    """A call to the OpenStack cloud failed.
+
+    Raised only by :mod:`octavia_workflows.cloud`, which translates every
+    openstacksdk/keystoneauth error into one of the subclasses below.
+    ``status`` is the HTTP status code when there was an answer.
+    """
+
+    #: True for errors worth retrying later (5xx, timeouts, refused
+    #: connections); False for errors that will not go away by waiting.
+    transient = False
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
+class CloudNotFound(CloudError):
+    """The resource does not exist (HTTP 404)."""
+
+
+class CloudConflict(CloudError):
+    """The resource is busy or immutable right now (HTTP 409)."""
+
+
+class CloudRequestError(CloudError):
+    """The cloud refused the request (other 4xx); retrying will not help."""
+
+
+class CloudTransient(CloudError):
+    """The cloud answered 5xx or the request timed out; retry later."""
+
+    transient = True
+
+
+class CloudUnreachable(CloudTransient, BackendUnavailable):
+    """The cloud's API cannot be reached at all (connection refused...).
+
+    Also a :class:`BackendUnavailable`, so a job whose plan cannot be
+    computed is retried later instead of failing, and ``submit
+    --dry-run`` exits 2 with the reason.
+    """
+
+
+class CloudConfigError(ConfigError):
+    """The cloud name is unknown or its clouds.yaml entry is unusable."""
 
 
 class ClaimLost(OctaviaWorkflowsError):

@@ -1,0 +1,173 @@
+"""Thin verb_noun calls to Octavia, Glance and Nova through openstacksdk.
+
+Every method returns JSON-simple data (dicts of the API's own fields,
+lists of them) so that callers can store results in job records and
+tests can compare them, and raises only
+:class:`~octavia_workflows.exceptions.CloudError` subclasses.  Listings
+follow Octavia's marker pagination and avoid building openstacksdk
+resource objects, so a plan over ten thousand load balancers stays fast.
+"""
+
+import logging
+
+from octavia_workflows import exceptions
+from octavia_workflows.cloud import errors
+
+LOG = logging.getLogger(__name__)
+
+#: Page size for Octavia listings (Octavia's default maximum).
+PAGE = 1000
+
+LB_PATH = '/lbaas/loadbalancers'
+AMPHORA_PATH = '/octavia/amphorae'
+FLAVOR_PATH = '/lbaas/flavors'
+
+
+def connect(name):
+    """A :class:`Cloud` for the clouds.yaml entry ``name``.
+
+    :raises CloudConfigError: no name, unknown cloud, unusable entry.
+    """
+    if not name:
+        raise exceptions.CloudConfigError(
+            'no cloud configured: pass --os-cloud NAME or set [cloud] name')
+    import openstack
+
+    with errors.translated(f'cloud {name}'):
+        conn = openstack.connect(cloud=name, app_name='octavia-workflows',
+                                 load_envvars=False)
+    return Cloud(conn, name)
+
+
+class Cloud:
+    """One cloud's API (see the module docstring)."""
+
+    def __init__(self, connection, name=None):
+        self.conn = connection
+        self.name = name
+
+    def __repr__(self):
+        return f'<Cloud {self.name}>'
+
+    # -- plumbing ---------------------------------------------------------
+    def _get(self, service, path, what, params=None):
+        with errors.translated(what):
+            # Reaching the proxy runs version discovery: it may fail too.
+            response = getattr(self.conn, service).get(path, params=params)
+        errors.check_response(response, what)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise exceptions.CloudTransient(
+                f'{what}: the answer is not JSON') from exc
+
+    def _put(self, service, path, what, body=None):
+        with errors.translated(what):
+            response = getattr(self.conn, service).put(path, json=body)
+        errors.check_response(response, what)
+
+    def _list(self, path, key, what, filters):
+        """All items of an Octavia collection (marker pagination)."""
+        params = {k: v for k, v in (filters or {}).items() if v is not None}
+        params['limit'] = PAGE
+        items = []
+        while True:
+            page = self._get('load_balancer', path, what, params)
+            batch = page.get(key) or []
+            items.extend(batch)
+            links = page.get(f'{key}_links') or []
+            more = any(link.get('rel') == 'next' for link in links)
+            if not batch or not more:
+                return items
+            params['marker'] = batch[-1]['id']
+
+    # -- load balancers ---------------------------------------------------
+    def list_load_balancers(self, **filters):
+        """Load balancers (dicts), optionally filtered by API fields."""
+        return self._list(LB_PATH, 'loadbalancers', 'list load balancers',
+                          filters)
+
+    def get_load_balancer(self, lb_id):
+        """One load balancer (dict); CloudNotFound if it is gone."""
+        return self._get('load_balancer', f'{LB_PATH}/{lb_id}',
+                         f'get load balancer {lb_id}')['loadbalancer']
+
+    def failover_load_balancer(self, lb_id):
+        """Ask Octavia to fail over all amphorae of a load balancer.
+
+        Octavia sets the load balancer PENDING_UPDATE before answering
+        202; CloudConflict (409) while it is PENDING_* already.
+        """
+        self._put('load_balancer', f'{LB_PATH}/{lb_id}/failover',
+                  f'failover load balancer {lb_id}')
+
+    # -- amphorae ---------------------------------------------------------
+    def list_amphorae(self, **filters):
+        """Amphorae (dicts), e.g. ``loadbalancer_id=`` or ``status=``."""
+        return self._list(AMPHORA_PATH, 'amphorae', 'list amphorae', filters)
+
+    def get_amphora(self, amphora_id):
+        """One amphora (dict); CloudNotFound if it is gone."""
+        return self._get('load_balancer',
+                         f'{AMPHORA_PATH}/{amphora_id}',
+                         f'get amphora {amphora_id}')['amphora']
+
+    def failover_amphora(self, amphora_id):
+        """Ask Octavia to replace one amphora (409 unless its load
+        balancer is ACTIVE)."""
+        self._put('load_balancer',
+                  f'{AMPHORA_PATH}/{amphora_id}/failover',
+                  f'failover amphora {amphora_id}')
+
+    def configure_amphora(self, amphora_id):
+        """Push the control plane's agent configuration to an amphora."""
+        self._put('load_balancer',
+                  f'{AMPHORA_PATH}/{amphora_id}/config',
+                  f'configure amphora {amphora_id}')
+
+    # -- flavors ----------------------------------------------------------
+    def list_flavors(self):
+        """Octavia flavors (dicts with ``id`` and ``name``)."""
+        return self._list(FLAVOR_PATH, 'flavors', 'list flavors', {})
+
+    # -- images (Glance) ----------------------------------------------------
+    def find_images_by_tag(self, tag):
+        """Active images carrying ``tag``, newest first (dicts with
+        ``id``, ``name``, ``created_at``, ``tags``) -- the same choice
+        Octavia makes when it boots an amphora from ``amp_image_tag``."""
+        what = f'find images tagged {tag}'
+        with errors.translated(what):
+            images = [_image(i) for i in self.conn.image.images(
+                tag=tag, status='active')]
+        images = [i for i in images if i['status'] == 'active'
+                  and tag in i['tags']]
+        images.sort(key=lambda i: (i['created_at'] or '', i['id']),
+                    reverse=True)
+        return images
+
+    def get_image(self, image_id):
+        """One image (dict); CloudNotFound if it does not exist."""
+        with errors.translated(f'get image {image_id}'):
+            return _image(self.conn.image.get_image(image_id))
+
+    # -- compute (Nova) -----------------------------------------------------
+    def list_servers_on_host(self, host):
+        """Servers on a compute host (dicts: ``id``, ``name``,
+        ``status``, ``host``, ``availability_zone``, ``image_id``)."""
+        with errors.translated(f'list servers on host {host}'):
+            servers = self.conn.compute.servers(
+                all_projects=True, compute_host=host, details=True)
+            return [_server(s) for s in servers]
+
+
+def _image(image):
+    return {'id': image.id, 'name': image.name, 'status': image.status,
+            'created_at': image.created_at, 'tags': list(image.tags or [])}
+
+
+def _server(server):
+    image = server.image or {}
+    return {'id': server.id, 'name': server.name, 'status': server.status,
+            'host': server.compute_host,
+            'availability_zone': server.availability_zone,
+            'image_id': image.get('id') if isinstance(image, dict) else None}

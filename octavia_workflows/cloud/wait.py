@@ -1,0 +1,48 @@
+"""The shared wait helper: a *short* check, never a long wait.
+
+Runbooks wait for Octavia by running :func:`check_settled` inside a
+TaskFlow retry controller: each execution polls for at most ``window``
+seconds and reports whether the object settled.  The retry controller
+runs it again until it settles or the target's deadline passes, so a
+conductor can suspend, hand over or stop between two checks and the
+saved state says exactly where the wait stands.
+"""
+
+import time
+
+from octavia_workflows import exceptions
+
+#: Seconds between two polls inside one check.
+POLL = 0.2
+
+PENDING_PREFIX = 'PENDING_'
+
+
+def is_pending(status):
+    return bool(status) and status.startswith(PENDING_PREFIX)
+
+
+def check_settled(cloud, lb_id, window, stop=None, poll=POLL):
+    """Poll a load balancer for up to ``window`` seconds.
+
+    :returns: the load balancer (dict) once it is not PENDING_*, or
+        ``None`` if it is still pending when the window closes, or when
+        ``stop()`` turns true.  A transient cloud error counts as "not
+        settled yet".  A deleted load balancer is returned as a dict with
+        ``provisioning_status`` ``DELETED``.
+    :raises CloudError: a permanent error (other than 404).
+    """
+    deadline = time.monotonic() + max(0.0, window)
+    while True:
+        try:
+            lb = cloud.get_load_balancer(lb_id)
+        except exceptions.CloudNotFound:
+            return {'id': lb_id, 'provisioning_status': 'DELETED'}
+        except exceptions.CloudTransient:
+            lb = None
+        if lb is not None and not is_pending(lb.get('provisioning_status')):
+            return lb
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or (stop is not None and stop()):
+            return None
+        time.sleep(min(poll, remaining))

@@ -1,0 +1,405 @@
+"""Machinery shared by the failover runbooks.
+
+Every target (a load balancer or an amphora) gets the same three steps,
+each a small task whose atom name is ``<workflow>:<target>:<step>``:
+
+``start`` (inside retry ``start-retry``)
+    Waits for a pacing slot in short checks (:mod:`.pacing`), re-checks
+    the target against the cloud (a target that is no longer eligible,
+    e.g. not ACTIVE, is SKIPPED with the reason), records the "before"
+    amphora and image ids and marks the target RUNNING.
+``act`` and ``wait`` (inside retry ``run-retry``)
+    ``act`` records its intent, confirms the claim (fencing) and makes
+    the one cloud-changing call; re-executed after a crash, it first
+    looks whether its own earlier call already happened and then only
+    waits.  ``wait`` is a short check: it raises :class:`NotYet` while
+    Octavia is still working, and the retry controller runs both again
+    (``act`` is then a no-op that reads one record).
+
+A failure of one target is recorded on that target (FAILED with the
+error) and never fails the job; the circuit breaker pauses the job after
+``max_failures`` of them.  Targets are spread over ``concurrency`` lanes
+(targets sharing a load balancer stay in one lane, in plan order), so no
+more than ``concurrency`` targets are ever in flight.
+"""
+
+import logging
+import time
+
+from taskflow import retry, task
+from taskflow.patterns import linear_flow, unordered_flow
+
+from octavia_workflows import exceptions, states
+from octavia_workflows.flows import base, pacing
+
+LOG = logging.getLogger(__name__)
+
+#: Longest single check (seconds) of a pacing gate or of a wait; the
+#: retry controller runs it again as long as needed.
+CHECK_WINDOW = 15.0
+#: Seconds between looks at the pacer or the stop flag inside a check.
+TICK = 0.2
+
+COMMON_PARAMS = (
+    base.Param('concurrency', 'int', 'targets in flight at once',
+               default=1, min=1, max=64),
+    base.Param('interval', 'float',
+               'minimum seconds between two target starts', default=0.0,
+               min=0, max=86400),
+    base.Param('max_per_az', 'int',
+               'at most this many targets in flight per availability zone',
+               min=1, max=1000),
+    base.Param('max_failures', 'int',
+               'circuit breaker: pause the job after this many failed '
+               'targets (0: never pause)', default=1, min=0, max=100000),
+    base.Param('target_timeout', 'float',
+               'seconds one target may take from its start until its '
+               'failover is verified', default=900.0, min=1, max=86400),
+)
+
+FILTER_PARAMS = (
+    base.Param('loadbalancers', 'list',
+               'only these load balancer ids (comma-separated)'),
+    base.Param('project', 'str', 'only load balancers of this project id'),
+    base.Param('availability_zone', 'str',
+               'only load balancers in this availability zone (Octavia '
+               'zone, or the compute zone of their amphorae)'),
+)
+
+
+class NotYet(Exception):
+    """A short check found its target not ready; check again later.
+
+    Raised inside a retry-controlled subflow; the :class:`Again` retry
+    controller answers RETRY, so it never fails the job.
+    """
+
+
+class Again(retry.Retry):
+    """Run the subflow again while its failure is :class:`NotYet`.
+
+    Any other failure (a bug, a lost claim) is not retried: REVERT.
+    """
+
+    def __init__(self, name):
+        super().__init__(name=name)
+
+    def on_failure(self, history, *args, **kwargs):
+        if history.caused_by(NotYet, index=-1):
+            return retry.RETRY
+        return retry.REVERT
+
+    def execute(self, history, *args, **kwargs):
+        return len(history) + 1
+
+    def revert(self, history, *args, **kwargs):
+        return None
+
+
+def exactly_one(params, names, what):
+    """InvalidParameter unless exactly one of ``names`` is set."""
+    given = [n for n in names if params.get(n) not in (None, False, [], '')]
+    if len(given) != 1:
+        choices = ', '.join(names)
+        if given:
+            raise exceptions.InvalidParameter(
+                f'{what}: give only one of {choices} (got '
+                f'{", ".join(given)})')
+        raise exceptions.InvalidParameter(
+            f'{what}: give one of {choices}')
+    return given[0]
+
+
+# -- per-target bookkeeping ----------------------------------------------
+
+
+def finish(context, target, state, error=None, **details):
+    """End a target (DONE, SKIPPED or FAILED), free its pacing slot and,
+    for a failure, consult the circuit breaker."""
+    run = pacing.run_state(context)
+    context.target_finished(target, state, error=error, **details)
+    run.pacer.release(target)
+    if state == states.FAILED:
+        _breaker(context, run, target)
+
+
+def _breaker(context, run, target):
+    limit = context.params.get('max_failures')
+    if not limit:
+        return
+    with run.breaker_lock:
+        failed = context.records.get_targets(context.job_id,
+                                             states=[states.FAILED])
+        trips = sum(1 for r in failed if r['details'].get(pacing.TRIPPED))
+        if not pacing.breaker_should_trip(len(failed), trips, limit):
+            return
+        context.target_details(target, **{pacing.TRIPPED: True})
+    context.request_pause(
+        f'circuit breaker: {len(failed)} target(s) failed '
+        f'(max_failures={limit}); see "octavia-workflow report '
+        f'{context.job_id}", then resume or cancel')
+
+
+class TargetTask(task.Task):
+    """A step of one target; ``details`` are the target's plan details."""
+
+    step = None
+
+    def __init__(self, workflow, target, details):
+        super().__init__(name=f'{workflow}:{target}:{self.step}',
+                         requires=['context'])
+        self.target = target
+        self.details = details
+
+    def revert(self, *args, **kwargs):
+        # Nothing to undo: a failover cannot be taken back, and each
+        # step re-checks the cloud when it runs again.
+        return None
+
+    def row(self, context):
+        """The target's record, or None if it is not RUNNING."""
+        row = context.target(self.target)
+        if row is None or row['state'] != states.RUNNING:
+            return None
+        return row
+
+    def elapsed(self, row):
+        started = row['details'].get(pacing.STARTED)
+        return time.time() - float(started) if started else 0.0
+
+
+class StartTarget(TargetTask):
+    """Gate: pacing slot, re-check, "before" snapshot, RUNNING.
+
+    Subclasses implement :meth:`recheck`.
+    """
+
+    step = 'start'
+
+    def recheck(self, context, cloud):
+        """``(skip_reason, before)`` for the target as it is now."""
+        raise NotImplementedError
+
+    def execute(self, context):
+        row = context.target(self.target)
+        if row is None or row['state'] in states.TARGET_FINISHED:
+            return row['state'] if row else None
+        run = pacing.run_state(context)
+        az = self.details.get('az')
+        if row['state'] == states.RUNNING and \
+                row['details'].get(pacing.STARTED):
+            run.pacer.adopt(self.target, az)
+            return states.RUNNING
+        self._wait_for_slot(context, run.pacer, az)
+        try:
+            reason, before = self.recheck(context, context.cloud())
+        except exceptions.CloudError as exc:
+            run.pacer.cancel(self.target)
+            if exc.transient:
+                raise NotYet(str(exc)) from exc
+            finish(context, self.target, states.FAILED, error=str(exc))
+            return states.FAILED
+        except BaseException:
+            run.pacer.cancel(self.target)
+            raise
+        if reason:
+            run.pacer.cancel(self.target)
+            context.target_finished(self.target, states.SKIPPED,
+                                    error=reason)
+            return states.SKIPPED
+        started = run.pacer.started_at(self.target) or time.time()
+        try:
+            context.target_started(self.target, before=before,
+                                   **{pacing.STARTED: started})
+        except BaseException:
+            run.pacer.cancel(self.target)
+            raise
+        run.pacer.confirm(self.target)
+        return states.RUNNING
+
+    def _wait_for_slot(self, context, pacer, az):
+        deadline = time.monotonic() + CHECK_WINDOW
+        while True:
+            if context.stopping:
+                raise NotYet('the job is stopping: no new target starts')
+            admitted, wait = pacer.try_start(self.target, az)
+            if admitted:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NotYet('waiting for a pacing slot')
+            time.sleep(max(0.01, min(TICK, wait or TICK, left)))
+
+
+class ActOnTarget(TargetTask):
+    """The one cloud-changing call of a target, idempotent.
+
+    Subclasses implement :meth:`already_done` and :meth:`call`.
+    """
+
+    step = 'act'
+
+    def already_done(self, context, cloud, row):
+        """After a possible earlier call: True if it happened (or is
+        under way), False if it did not."""
+        raise NotImplementedError
+
+    def call(self, cloud, row):
+        """Make the cloud-changing call (``row``: the target's record)."""
+        raise NotImplementedError
+
+    def execute(self, context):
+        row = self.row(context)
+        if row is None or row['details'].get('requested_at'):
+            return None
+        cloud = context.cloud()
+        earlier = bool(row['details'].get('intent'))
+        try:
+            if earlier and self.already_done(context, cloud, row):
+                LOG.info('job %s target %s: our earlier call happened; '
+                         'waiting for it', context.job_id, self.target)
+                context.target_details(self.target, requested_at=time.time(),
+                                       recovered=True)
+                return None
+            if not earlier:
+                context.target_details(self.target, intent=time.time())
+            context.fence()
+            self.call(cloud, row)
+        except exceptions.CloudNotFound as exc:
+            context.target_finished(self.target, states.SKIPPED,
+                                    error=f'gone before the failover: {exc}')
+            pacing.run_state(context).pacer.release(self.target)
+            return None
+        except exceptions.CloudConflict as exc:
+            if earlier:
+                context.target_details(self.target, requested_at=time.time(),
+                                       recovered=True)
+                return None
+            context.target_finished(
+                self.target, states.SKIPPED,
+                error=f'became busy before the failover: {exc}')
+            pacing.run_state(context).pacer.release(self.target)
+            return None
+        except exceptions.CloudError as exc:
+            if exc.transient:
+                raise NotYet(str(exc)) from exc
+            finish(context, self.target, states.FAILED, error=str(exc))
+            return None
+        context.target_details(self.target, requested_at=time.time())
+        return None
+
+
+class WaitForTarget(TargetTask):
+    """Short check that the target's failover finished and verify it.
+
+    Subclasses implement :meth:`lb_id` and :meth:`verify`.  While the
+    job pauses or is cancelled, an in-flight target is still followed to
+    its end (up to ``target_timeout``) so nothing is left half-done; a
+    lost claim stops it at once.
+    """
+
+    step = 'wait'
+
+    def lb_id(self, row):
+        return self.details['lb']
+
+    def verify(self, context, cloud, row, lb):
+        """``(state, error, after)`` once the load balancer settled."""
+        raise NotImplementedError
+
+    def execute(self, context):
+        from octavia_workflows.cloud import wait
+
+        row = self.row(context)
+        if row is None:
+            return None
+        if not row['details'].get('requested_at'):
+            raise NotYet('the failover was not requested yet')
+        timeout = float(context.params.get('target_timeout') or 900.0)
+        left = timeout - self.elapsed(row)
+        cloud = context.cloud()
+        window = min(CHECK_WINDOW, max(0.0, left))
+        if context.stopping:
+            window = max(0.0, left)
+        try:
+            lb = wait.check_settled(cloud, self.lb_id(row), window,
+                                    stop=lambda: context.claim.lost)
+            if lb is None:
+                context.fence()
+                if self.elapsed(row) < timeout:
+                    raise NotYet('the load balancer is still pending')
+                finish(context, self.target, states.FAILED,
+                       error=f'timed out after {timeout:g} s waiting for '
+                       f'the load balancer to leave PENDING_UPDATE')
+                return states.FAILED
+            state, error, after = self.verify(context, cloud, row, lb)
+        except exceptions.CloudError as exc:
+            if exc.transient:
+                raise NotYet(str(exc)) from exc
+            finish(context, self.target, states.FAILED, error=str(exc))
+            return states.FAILED
+        finish(context, self.target, state, error=error, after=after)
+        return state
+
+
+# -- flow building -----------------------------------------------------------
+
+
+class NothingToDo(task.Task):
+    """The only step of a job whose plan has no target."""
+
+    def __init__(self, workflow):
+        super().__init__(name=f'{workflow}:nothing-to-do')
+
+    def execute(self):
+        return None
+
+
+def target_flow(workflow, target, start, act, wait):
+    """The flow of one target: start (retried), then act + wait (retried).
+    """
+    gate = linear_flow.Flow(f'{workflow}:{target}:gate',
+                            retry=Again(f'{workflow}:{target}:start-retry'))
+    gate.add(start)
+    run = linear_flow.Flow(f'{workflow}:{target}:run',
+                           retry=Again(f'{workflow}:{target}:run-retry'))
+    run.add(act, wait)
+    return linear_flow.Flow(f'{workflow}:{target}').add(gate, run)
+
+
+def lanes(items, concurrency, key):
+    """Split ``items`` (in order) into at most ``concurrency`` lanes;
+    items with the same ``key(item)`` share a lane, groups are dealt
+    round-robin in order of first appearance."""
+    groups = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    count = max(1, min(int(concurrency or 1), len(groups) or 1))
+    result = [[] for _ in range(count)]
+    for index, group in enumerate(groups.values()):
+        result[index % count].extend(group)
+    return [lane for lane in result if lane]
+
+
+def build(workflow, params, targets, make_target, key=None):
+    """The job's flow: lanes of per-target flows.
+
+    ``make_target(item)`` returns the flow of one planned target (a dict
+    with ``target``, ``action`` and ``details``).
+    """
+    key = key or (lambda item: item['details'].get('lb') or item['target'])
+    split = lanes(targets, params.get('concurrency'), key)
+    if not split:
+        return linear_flow.Flow(workflow).add(NothingToDo(workflow))
+    if len(split) == 1:
+        flow = linear_flow.Flow(workflow)
+        for item in split[0]:
+            flow.add(make_target(item))
+        return flow
+    flow = unordered_flow.Flow(workflow)
+    for number, lane in enumerate(split):
+        sub = linear_flow.Flow(f'{workflow}:lane-{number}')
+        for item in lane:
+            sub.add(make_target(item))
+        flow.add(sub)
+    return flow

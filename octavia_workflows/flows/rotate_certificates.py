@@ -1,0 +1,105 @@
+"""``rotate-certificates``: replace amphorae whose certificate expires.
+
+Octavia's "Rotating Cryptographic Certificates" procedure: fail over the
+amphorae whose ``cert_expiration`` falls within ``within_days`` days, or
+every amphora (``all=true``) after a change of the CA, narrowed by
+``loadbalancers``, ``project`` and ``availability_zone``.  The action is
+an amphora failover (the new amphora gets a new certificate); only
+amphorae of ACTIVE load balancers are touched, one load balancer's
+amphorae one after the other.
+"""
+
+import datetime
+
+from octavia_workflows import exceptions
+from octavia_workflows.flows import base, common, inventory
+from octavia_workflows.flows import failover_amphorae as amphorae_mod
+
+NAME = 'rotate-certificates'
+
+
+def _check(params):
+    if params.get('all') and params.get('within_days') is not None:
+        raise exceptions.InvalidParameter(
+            f'{NAME}: give only one of within_days, all=true')
+    if not params.get('all') and params.get('within_days') is None:
+        raise exceptions.InvalidParameter(
+            f'{NAME}: give within_days=N, or all=true after a CA change')
+
+
+def expiry_reason(amp, expires_before):
+    """Why an amphora's certificate does NOT need rotating, or None.
+
+    ``expires_before``: ISO timestamp, or None for every amphora.  An
+    amphora without a known expiry is rotated.
+    """
+    cutoff = inventory.parse_time(expires_before)
+    if cutoff is None:
+        return None
+    expires = inventory.parse_time(amp.get('cert_expiration'))
+    if expires is None or expires < cutoff:
+        return None
+    return f'certificate valid until {amp.get("cert_expiration")}'
+
+
+def _cutoff(params):
+    if params.get('within_days') is None:
+        return None
+    moment = inventory.utcnow() + datetime.timedelta(
+        days=params['within_days'])
+    return moment.replace(microsecond=0).isoformat()
+
+
+def plan(context, params):
+    _check(params)
+    cloud = context.cloud()
+    expires_before = _cutoff(params)
+    inv = inventory.load(cloud, params.get('loadbalancers'),
+                         params.get('project'))
+    lbs = {lb['id']: lb for lb in inv.lbs}
+    amps = [a for lb_id in lbs for a in inventory.live(
+        inv.amphorae_of(lb_id))]
+    targets, skipped = amphorae_mod.select(
+        amps, lbs, inv.amphorae, zone=params.get('availability_zone'),
+        wanted=lambda amp: expiry_reason(amp, expires_before))
+    for lb_id in inv.missing:
+        skipped.append(base.Target(lb_id, amphorae_mod.ACTION,
+                                   {'lb': lb_id}, 'load balancer not found'))
+    for target in targets + skipped:
+        if expires_before:
+            target.details['expires_before'] = expires_before
+    notes = amphorae_mod.plan_notes(targets)
+    if expires_before:
+        notes.append(f'certificates expiring before {expires_before}')
+    return base.Plan(targets=targets, skipped=skipped, notes=notes)
+
+
+class StartCertificateRotation(amphorae_mod.StartAmphoraFailover):
+    """Re-check the amphora; skip it if its certificate was renewed."""
+
+    def wanted(self, amp):
+        return expiry_reason(amp, self.details.get('expires_before'))
+
+
+def rotate_certificates_flow(params, targets):
+    """Factory: lanes of start / failover / wait per amphora."""
+    return amphorae_mod.amphora_flow(NAME, params, targets,
+                                     StartCertificateRotation)
+
+
+WORKFLOW = base.Workflow(
+    name=NAME,
+    description='Fail over amphorae whose certificate expires within N '
+    'days, or all of them after a CA change.',
+    params=(
+        base.Param('within_days', 'float', 'rotate certificates expiring '
+                   'within this many days', min=0),
+        base.Param('all', 'bool', 'rotate every amphora (after a CA '
+                   'change)', default=False),
+    ) + common.FILTER_PARAMS + common.COMMON_PARAMS,
+    factory='octavia_workflows.flows.rotate_certificates:'
+    'rotate_certificates_flow',
+    plan=plan,
+    engine='parallel',
+    check=_check,
+)

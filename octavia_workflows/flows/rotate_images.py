@@ -1,0 +1,242 @@
+"""``rotate-images``: move load balancers onto the current amphora image.
+
+Octavia's "Rotating the Amphora Images" procedure: fail over every load
+balancer (or a selection) whose amphorae are not on the current image,
+at a paced rate, and wait for ACTIVE after each.
+
+Which load balancers are stale, by exactly one of:
+
+- ``image_id``: amphorae not booted from this image;
+- ``image_tag``: amphorae not on the newest active image carrying this
+  tag in the image service (the image Octavia boots from
+  ``amp_image_tag``), resolved once when the job starts;
+- ``older_than_days``: amphorae created more than N days ago.
+
+narrowed by ``loadbalancers``, ``project``, ``availability_zone`` and
+``flavor``.  The action is a load-balancer failover (Octavia replaces
+every amphora, both of an ACTIVE_STANDBY pair); afterwards the target is
+verified: no amphora from before is still in service and, with an image
+criterion, every new amphora runs the wanted image.  Standalone (SINGLE)
+load balancers have a short outage during their failover.
+"""
+
+import datetime
+
+from octavia_workflows import exceptions, states
+from octavia_workflows.flows import base, common, inventory
+
+NAME = 'rotate-images'
+ACTION = 'lb-failover'
+CRITERIA = ('image_id', 'image_tag', 'older_than_days')
+
+
+def _check(params):
+    common.exactly_one(params, CRITERIA, NAME)
+
+
+def stale_reason(amphorae, want_image=None, created_before=None):
+    """Why a load balancer does NOT need rotating, or None if it does.
+
+    ``created_before``: ISO timestamp; amphorae created before it are
+    old.  An amphora whose image is unknown is treated as stale.
+    """
+    amps = inventory.live(amphorae)
+    if want_image:
+        if all(a.get('image_id') == want_image for a in amps):
+            return f'already on image {want_image}'
+        return None
+    cutoff = inventory.parse_time(created_before)
+    if cutoff is not None:
+        for amp in amps:
+            created = inventory.parse_time(amp.get('created_at'))
+            if created is None or created < cutoff:
+                return None
+        return f'amphorae created after {created_before}'
+    return None
+
+
+def _wanted_image(cloud, params):
+    if params.get('image_tag'):
+        tag = params['image_tag']
+        found = cloud.find_images_by_tag(tag)
+        if not found:
+            raise exceptions.InvalidParameter(
+                f'parameter image_tag: no active image is tagged {tag!r}')
+        return found[0]['id']
+    if params.get('image_id'):
+        try:
+            cloud.get_image(params['image_id'])
+        except exceptions.CloudNotFound:
+            raise exceptions.InvalidParameter(
+                f'parameter image_id: image {params["image_id"]} does not '
+                f'exist') from None
+        return params['image_id']
+    return None
+
+
+def select(inv, want_image=None, created_before=None, zone=None):
+    """Split an inventory into (targets, skipped) :class:`base.Target`s."""
+    targets, skipped = [], []
+    for lb_id in inv.missing:
+        skipped.append(base.Target(lb_id, ACTION, {'lb': lb_id},
+                                   'load balancer not found'))
+    order = sorted(inv.lbs, key=lambda lb: (lb.get('created_at') or '',
+                                            lb['id']))
+    for lb in order:
+        amps = inv.amphorae_of(lb['id'])
+        if not inventory.in_zone(lb, amps, zone):
+            continue
+        details = inventory.summary(lb, amps)
+        if want_image:
+            details['want_image'] = want_image
+        if created_before:
+            details['created_before'] = created_before
+        reason = (inventory.lb_skip_reason(lb, amps)
+                  or stale_reason(amps, want_image, created_before))
+        if reason:
+            skipped.append(base.Target(lb['id'], ACTION, details, reason))
+        else:
+            targets.append(base.Target(lb['id'], ACTION, details))
+    return targets, skipped
+
+
+def plan(context, params):
+    """The load balancers to fail over, in order, and the skipped ones."""
+    _check(params)
+    cloud = context.cloud()
+    want = _wanted_image(cloud, params)
+    created_before = None
+    if params.get('older_than_days') is not None:
+        cutoff = inventory.utcnow() - datetime.timedelta(
+            days=params['older_than_days'])
+        created_before = cutoff.replace(microsecond=0).isoformat()
+    flavor_id = inventory.resolve_flavor(cloud, params.get('flavor'))
+    inv = inventory.load(cloud, params.get('loadbalancers'),
+                         params.get('project'), flavor_id)
+    targets, skipped = select(inv, want, created_before,
+                              params.get('availability_zone'))
+    notes = []
+    if want:
+        notes.append(f'current image: {want}')
+    single = sum(1 for t in targets
+                 if t.details.get('topology') == inventory.SINGLE)
+    if single:
+        notes.append(f'{single} standalone (SINGLE) load balancer(s) have '
+                     f'a short outage during their failover')
+    return base.Plan(targets=targets, skipped=skipped, notes=notes)
+
+
+# -- tasks -----------------------------------------------------------------
+
+
+class StartRotation(common.StartTarget):
+    """Re-check that the load balancer is ACTIVE and still stale; record
+    its amphora and image ids."""
+
+    def recheck(self, context, cloud):
+        lb_id = self.details['lb']
+        try:
+            lb = cloud.get_load_balancer(lb_id)
+        except exceptions.CloudNotFound:
+            return 'load balancer no longer exists', None
+        amps = cloud.list_amphorae(loadbalancer_id=lb_id)
+        reason = (inventory.lb_skip_reason(lb, amps)
+                  or stale_reason(amps, self.details.get('want_image'),
+                                  self.details.get('created_before')))
+        return reason, inventory.snapshot(amps)
+
+
+class FailoverLoadBalancer(common.ActOnTarget):
+    """Fence, then fail over the load balancer (once)."""
+
+    def already_done(self, context, cloud, row):
+        lb_id = self.details['lb']
+        lb = cloud.get_load_balancer(lb_id)
+        status = lb.get('provisioning_status')
+        if status != inventory.ACTIVE:
+            # PENDING_UPDATE: our call is under way; ERROR: it ran and
+            # failed (the target was ACTIVE when it started).
+            return True
+        before = set((row['details'].get('before') or {}).get('amphorae')
+                     or [])
+        now = {a['id'] for a in inventory.live(
+            cloud.list_amphorae(loadbalancer_id=lb_id))}
+        return now != before
+
+    def call(self, cloud, row):
+        cloud.failover_load_balancer(self.details['lb'])
+
+
+class WaitForLoadBalancer(common.WaitForTarget):
+    """Short check for ACTIVE; verify the amphorae were replaced."""
+
+    def verify(self, context, cloud, row, lb):
+        return verify_replaced(cloud, row, lb,
+                               self.details.get('want_image'))
+
+
+def verify_replaced(cloud, row, lb, want_image=None):
+    """``(state, error, after)`` for a load balancer that settled after a
+    load-balancer failover."""
+    status = lb.get('provisioning_status')
+    if status == 'DELETED':
+        return states.FAILED, 'the load balancer was deleted', None
+    after = inventory.snapshot(cloud.list_amphorae(
+        loadbalancer_id=lb['id']))
+    if status != inventory.ACTIVE:
+        return (states.FAILED,
+                f'the load balancer is {status} after its failover', after)
+    return judge(row['details'].get('before') or {}, after, want_image)
+
+
+def judge(before, after, want_image=None):
+    """Compare snapshots: ``(state, error, after)``."""
+    kept = sorted(set(before.get('amphorae') or [])
+                  & set(after.get('amphorae') or []))
+    if kept:
+        return (states.FAILED,
+                f'amphorae not replaced: {", ".join(kept)}', after)
+    if not after.get('amphorae'):
+        return states.FAILED, 'no amphora in service after failover', after
+    if want_image:
+        other = [i for i in after.get('images') or [] if i != want_image]
+        if other or not after.get('images'):
+            return (states.FAILED,
+                    f'amphorae replaced but on image '
+                    f'{", ".join(other) or "unknown"}, not {want_image} '
+                    f'(check Octavia amp_image_tag / amp_image_id)', after)
+    return states.DONE, None, after
+
+
+def rotate_images_flow(params, targets):
+    """Factory: lanes of start / failover / wait per load balancer."""
+
+    def make(item):
+        target, details = item['target'], item['details']
+        return common.target_flow(
+            NAME, target,
+            StartRotation(NAME, target, details),
+            FailoverLoadBalancer(NAME, target, details),
+            WaitForLoadBalancer(NAME, target, details))
+
+    return common.build(NAME, params, targets, make)
+
+
+WORKFLOW = base.Workflow(
+    name=NAME,
+    description='Fail over load balancers whose amphorae are not on the '
+    'current image (paced, circuit-broken, exactly once).',
+    params=(
+        base.Param('image_id', 'str', 'the current amphora image id'),
+        base.Param('image_tag', 'str',
+                   'tag of the current amphora image in the image service'),
+        base.Param('older_than_days', 'float',
+                   'rotate amphorae created more than N days ago', min=0),
+        base.Param('flavor', 'str', 'only load balancers of this Octavia '
+                   'flavor (id or name)'),
+    ) + common.FILTER_PARAMS + common.COMMON_PARAMS,
+    factory='octavia_workflows.flows.rotate_images:rotate_images_flow',
+    plan=plan,
+    engine='parallel',
+    check=_check,
+)
