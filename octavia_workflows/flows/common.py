@@ -34,9 +34,18 @@ from octavia_workflows.flows import base, pacing
 
 LOG = logging.getLogger(__name__)
 
-#: Longest single check (seconds) of a pacing gate or of a wait; the
-#: retry controller runs it again as long as needed.
+#: First length (seconds) of one check of a pacing gate or of a wait;
+#: the retry controller runs it again as long as needed.  Later checks
+#: get longer (up to MAX_WINDOW), so that a long wait leaves a short
+#: retry history (each retry is saved in the atom's record).
 CHECK_WINDOW = 15.0
+MAX_WINDOW = 120.0
+#: Longest single wait for an interval the operator asked for.
+MAX_INTERVAL_WINDOW = 600.0
+#: Seconds to hold a NotYet raised because the job stops or the cloud
+#: failed, so the engine suspends (or the cloud recovers) before the
+#: retry controller runs the check again.
+BACKOFF = 1.0
 #: Seconds between looks at the pacer or the stop flag inside a check.
 TICK = 0.2
 
@@ -65,6 +74,14 @@ FILTER_PARAMS = (
                'only load balancers in this availability zone (Octavia '
                'zone, or the compute zone of their amphorae)'),
 )
+
+
+def backoff(context, seconds=BACKOFF):
+    """Sleep briefly before raising NotYet (returns early on a lost
+    claim), so that no check is repeated in a hot loop."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not context.claim.lost:
+        time.sleep(min(TICK, max(0.0, deadline - time.monotonic())))
 
 
 class NotYet(Exception):
@@ -96,9 +113,15 @@ class Again(retry.Retry):
         return None
 
 
+def _given(value):
+    # 0 and 0.0 are real values (e.g. older_than_days=0), unlike False.
+    return value is not None and value is not False and value not in (
+        [], '')
+
+
 def exactly_one(params, names, what):
     """InvalidParameter unless exactly one of ``names`` is set."""
-    given = [n for n in names if params.get(n) not in (None, False, [], '')]
+    given = [n for n in names if _given(params.get(n))]
     if len(given) != 1:
         choices = ', '.join(names)
         if given:
@@ -196,6 +219,7 @@ class StartTarget(TargetTask):
         except exceptions.CloudError as exc:
             run.pacer.cancel(self.target)
             if exc.transient:
+                backoff(context)
                 raise NotYet(str(exc)) from exc
             finish(context, self.target, states.FAILED, error=str(exc))
             return states.FAILED
@@ -218,14 +242,20 @@ class StartTarget(TargetTask):
         return states.RUNNING
 
     def _wait_for_slot(self, context, pacer, az):
-        deadline = time.monotonic() + CHECK_WINDOW
+        checks = getattr(self, '_checks', 0)
+        self._checks = checks + 1
+        window = min(MAX_WINDOW, CHECK_WINDOW * 1.25 ** checks)
+        began = time.monotonic()
         while True:
             if context.stopping:
+                backoff(context)
                 raise NotYet('the job is stopping: no new target starts')
             admitted, wait = pacer.try_start(self.target, az)
             if admitted:
                 return
-            left = deadline - time.monotonic()
+            if wait > window:
+                window = min(MAX_INTERVAL_WINDOW, wait + TICK)
+            left = began + window - time.monotonic()
             if left <= 0:
                 raise NotYet('waiting for a pacing slot')
             time.sleep(max(0.01, min(TICK, wait or TICK, left)))
@@ -282,6 +312,7 @@ class ActOnTarget(TargetTask):
             return None
         except exceptions.CloudError as exc:
             if exc.transient:
+                backoff(context)
                 raise NotYet(str(exc)) from exc
             finish(context, self.target, states.FAILED, error=str(exc))
             return None
@@ -316,9 +347,11 @@ class WaitForTarget(TargetTask):
         if not row['details'].get('requested_at'):
             raise NotYet('the failover was not requested yet')
         timeout = float(context.params.get('target_timeout') or 900.0)
-        left = timeout - self.elapsed(row)
+        elapsed = self.elapsed(row)
+        left = timeout - elapsed
         cloud = context.cloud()
-        window = min(CHECK_WINDOW, max(0.0, left))
+        window = min(max(CHECK_WINDOW, min(MAX_WINDOW, elapsed / 4)),
+                     max(0.0, left))
         if context.stopping:
             window = max(0.0, left)
         try:
@@ -335,6 +368,7 @@ class WaitForTarget(TargetTask):
             state, error, after = self.verify(context, cloud, row, lb)
         except exceptions.CloudError as exc:
             if exc.transient:
+                backoff(context)
                 raise NotYet(str(exc)) from exc
             finish(context, self.target, states.FAILED, error=str(exc))
             return states.FAILED

@@ -1,0 +1,138 @@
+"""Pacing (concurrency, interval, per-zone cap) and the circuit breaker."""
+
+from octavia_workflows.flows import common, pacing
+
+
+class Clock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_concurrency_caps_targets_in_flight():
+    pacer = pacing.Pacer(concurrency=2, clock=Clock())
+    assert pacer.try_start('a')[0]
+    assert pacer.try_start('b')[0]
+    assert pacer.try_start('c') == (False, 0.0)
+    pacer.release('a')
+    assert pacer.try_start('c')[0]
+    assert set(pacer.in_flight) == {'b', 'c'}
+
+
+def test_interval_spaces_starts_and_reports_the_wait():
+    clock = Clock()
+    pacer = pacing.Pacer(concurrency=5, interval=30, clock=clock)
+    assert pacer.try_start('a')[0]
+    clock.now += 10
+    admitted, wait = pacer.try_start('b')
+    assert not admitted and wait == 20
+    clock.now += 20
+    assert pacer.try_start('b')[0]
+    assert pacer.last_start == clock.now
+
+
+def test_interval_counts_from_the_start_not_the_end():
+    clock = Clock()
+    pacer = pacing.Pacer(interval=5, clock=clock)
+    pacer.try_start('a')
+    clock.now += 6
+    pacer.release('a')
+    assert pacer.try_start('b')[0]
+
+
+def test_zone_cap_only_blocks_its_own_zone():
+    pacer = pacing.Pacer(concurrency=4, max_per_az=1, clock=Clock())
+    assert pacer.try_start('a', 'az1')[0]
+    assert pacer.try_start('b', 'az1') == (False, 0.0)
+    assert pacer.try_start('c', 'az2')[0]
+    pacer.release('a')
+    assert pacer.try_start('b', 'az1')[0]
+
+
+def test_a_skipped_target_gives_its_slot_and_the_interval_back():
+    clock = Clock()
+    pacer = pacing.Pacer(interval=60, clock=clock)
+    pacer.try_start('a')
+    pacer.confirm('a')
+    pacer.release('a')
+    clock.now += 60
+    assert pacer.try_start('b')[0]
+    assert pacer.started_at('b') == clock.now
+    pacer.cancel('b')
+    assert pacer.in_flight == {}
+    assert pacer.last_start == clock.now - 60
+    assert pacer.try_start('c')[0]
+
+
+def test_cancel_keeps_a_later_start():
+    clock = Clock()
+    pacer = pacing.Pacer(concurrency=2, clock=clock)
+    pacer.try_start('a')
+    clock.now += 1
+    pacer.try_start('b')
+    pacer.cancel('a')
+    assert pacer.last_start == clock.now
+
+
+def test_state_is_reloaded_from_records_on_resume():
+    """After a takeover the new conductor's pacer sees what the old one
+    started: in-flight targets and the last start time."""
+    clock = Clock(2000.0)
+    rows = [
+        {'target': 'a', 'state': 'DONE',
+         'details': {pacing.STARTED: 1990.0, 'az': 'az1'}},
+        {'target': 'b', 'state': 'RUNNING',
+         'details': {pacing.STARTED: 1995.0, 'az': 'az1'}},
+        {'target': 'c', 'state': 'PENDING', 'details': {'az': 'az2'}},
+    ]
+    pacer = pacing.Pacer(concurrency=2, interval=10, max_per_az=1,
+                         clock=clock)
+    pacer.load(rows)
+    assert pacer.in_flight == {'b': 'az1'}
+    assert pacer.last_start == 1995.0
+    admitted, wait = pacer.try_start('c', 'az2')
+    assert not admitted and wait == 5.0
+    clock.now = 2005.0
+    assert pacer.try_start('d', 'az1') == (False, 0.0)
+    assert pacer.try_start('c', 'az2')[0]
+    # b was adopted from the record: finishing it frees its slot
+    pacer.release('b')
+    clock.now = 2015.0
+    assert pacer.try_start('d', 'az1')[0]
+
+
+def test_admitting_the_same_target_twice_is_idempotent():
+    pacer = pacing.Pacer(concurrency=1, interval=100, clock=Clock())
+    assert pacer.try_start('a')[0]
+    assert pacer.try_start('a')[0]
+
+
+def test_breaker_trips_at_each_multiple_of_max_failures():
+    assert not pacing.breaker_should_trip(1, 0, 2)
+    assert pacing.breaker_should_trip(2, 0, 2)
+    # resumed after the first trip: the next one is at 4
+    assert not pacing.breaker_should_trip(3, 1, 2)
+    assert pacing.breaker_should_trip(4, 1, 2)
+    assert not pacing.breaker_should_trip(50, 0, 0)
+    assert not pacing.breaker_should_trip(50, 0, None)
+
+
+def _item(target, lb=None):
+    return {'target': target, 'action': 'x', 'details': {'lb': lb or target}}
+
+
+def test_lanes_keep_one_load_balancer_together_and_round_robin():
+    items = [_item('a1', 'A'), _item('b1', 'B'), _item('a2', 'A'),
+             _item('c1', 'C'), _item('d1', 'D')]
+    lanes = common.lanes(items, 2, key=lambda i: i['details']['lb'])
+    assert [[i['target'] for i in lane] for lane in lanes] == [
+        ['a1', 'a2', 'c1'], ['b1', 'd1']]
+
+
+def test_lanes_never_exceed_concurrency_or_groups():
+    items = [_item(str(n)) for n in range(3)]
+    assert len(common.lanes(items, 8, key=lambda i: i['target'])) == 3
+    assert len(common.lanes(items, 1, key=lambda i: i['target'])) == 1
+    assert common.lanes([], 4, key=lambda i: i['target']) == []
