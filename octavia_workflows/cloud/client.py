@@ -34,8 +34,9 @@ def connect(name):
     import openstack
 
     with errors.translated(f'cloud {name}'):
-        conn = openstack.connect(cloud=name, app_name='octavia-workflows',
-                                 load_envvars=False)
+        # OS_CLIENT_CONFIG_FILE (and the usual clouds.yaml places) apply;
+        # the cloud itself is always the named entry.
+        conn = openstack.connect(cloud=name, app_name='octavia-workflows')
     return Cloud(conn, name)
 
 
