@@ -415,3 +415,53 @@ def test_bad_input_exits_2_without_traceback(sandbox, runbooks):
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert rb.cli('list', '--all', '-f', 'json', check=0).stdout.strip() \
         == '[]'
+
+
+def test_act_step_recognises_its_own_earlier_call(sandbox, runbooks):
+    """The crash windows around the failover call, made deterministic:
+    target A has its intent recorded and its failover already issued (the
+    conductor died right after the call), target B has only its intent
+    recorded (it died right before the call).  Resumed, A is only waited
+    for and B is failed over: each exactly once."""
+    rb = runbooks()
+    seeded = seed.seed_api(sandbox.api, 3, topology='SINGLE')
+    new_image(sandbox)
+    sandbox.inject(fail={'compute.build': 1.0})
+    try:
+        view = rb.submit('rotate-images', image_tag=IMAGE_TAG,
+                         loadbalancers=','.join(seeded), max_failures=1)
+    finally:
+        sandbox.clear_injection()
+    assert view['state'] == 'PAUSED', view
+    job_id = view['id']
+    pending = [t['target'] for t in rb.targets(job_id)
+               if t['state'] == 'PENDING']
+    assert len(pending) == 2
+    issued, intended = pending
+    engine = sa.create_engine(rb.url)
+    records = rec.Records(engine)
+    now = time.time()
+    for lb_id in pending:
+        amps = live_amphorae(sandbox, lb_id)
+        records.update_target(
+            job_id, lb_id, state='RUNNING', add_attempt=True,
+            started_at=rec.utcnow(), merge_details={
+                'started': now, 'intent': now,
+                'before': {'amphorae': [a['id'] for a in amps],
+                           'images': sorted({a['image_id'] for a in amps})}})
+    engine.dispose()
+    sandbox.inject(delays={'compute.build': 1.0})
+    try:
+        sandbox.connect().load_balancer.failover_load_balancer(issued)
+        proc = rb.cli('resume', job_id, '-f', 'json')
+    finally:
+        sandbox.clear_injection()
+    final = json.loads(proc.stdout)
+    assert final['state'] == 'FAILED'           # the first target failed
+    assert final['reason'] == '1 target(s) failed'
+    rows = {t['target']: t for t in rb.targets(job_id)}
+    assert rows[issued]['state'] == rows[intended]['state'] == 'DONE'
+    assert rows[issued]['details'].get('recovered') is True
+    assert 'recovered' not in rows[intended]['details']
+    assert failed_over_once(sandbox, pending) == {issued: (1, 1),
+                                                  intended: (1, 1)}
