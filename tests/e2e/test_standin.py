@@ -90,7 +90,10 @@ class Standin:
 
 
 @pytest.fixture
-def standin(tmp_path):
+def standin(tmp_path, monkeypatch):
+    # Our own clouds.yaml; OS_CLIENT_CONFIG_FILE (set for the sandbox)
+    # would override it.
+    monkeypatch.delenv("OS_CLIENT_CONFIG_FILE", raising=False)
     s = Standin(tmp_path)
     yield s
     s.conn.close()

@@ -77,10 +77,10 @@ def _store_text(url):
 
 
 def test_no_secret_in_board_store_logs_or_output(make_deployment, board,
-                                                 request, tmp_path):
+                                                 request, tmp_path,
+                                                 monkeypatch):
     clouds = _clouds_yaml(tmp_path)
-    os.environ['OS_CLIENT_CONFIG_FILE'] = str(clouds)
-    request.addfinalizer(lambda: os.environ.pop('OS_CLIENT_CONFIG_FILE'))
+    monkeypatch.setenv('OS_CLIENT_CONFIG_FILE', str(clouds))
     dep = make_deployment(board, 'mariadb', cloud={'name': 'prod'})
     server = request.getfixturevalue(f'{board}_server')
     opts = dep.options['task_flow']
