@@ -62,6 +62,13 @@ class Standin:
         assert int(lines["PID"]) == self.proc.pid
         self.port = int(lines["PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
+        try:
+            self.conn = self._connect(tmp_path)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _connect(self, tmp_path):
         clouds = tmp_path / "clouds.yaml"
         clouds.write_text(textwrap.dedent(f"""\
             clouds:
@@ -72,7 +79,7 @@ class Standin:
             """))
         config = openstack.config.OpenStackConfig(
             config_files=[str(clouds)], vendor_files=[])
-        self.conn = openstack.connection.Connection(
+        return openstack.connection.Connection(
             config=config.get_one("standin"))
 
     def stop(self):
