@@ -110,7 +110,9 @@ class Submit(base.ShowOne):
     def take_action(self, parsed_args):
         manager = self.app.manager
         raw = flows_base.parse_assignments(parsed_args.param)
-        workflow, params = manager.jobs.prepare(parsed_args.workflow, raw)
+        # Validation needs no database: a dry-run never opens one.
+        workflow = flows_base.get(parsed_args.workflow)
+        params = workflow.validate(raw)
         cloud = manager.cloud_name if workflow.needs_cloud else None
         if parsed_args.dry_run:
             from octavia_workflows.cli import plan

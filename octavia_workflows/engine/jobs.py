@@ -26,7 +26,6 @@ import uuid
 
 from octavia_workflows import exceptions
 from octavia_workflows.engine import records as rec
-from octavia_workflows.flows import base as flows_base
 
 LOG = logging.getLogger(__name__)
 
@@ -101,12 +100,6 @@ class JobService:
         return self.records.get_targets(job_id)
 
     # -- submitting -------------------------------------------------------
-    def prepare(self, workflow_name, raw_params):
-        """Validate a submission; returns (workflow, typed params)."""
-        workflow = flows_base.get(workflow_name)
-        params = workflow.validate(raw_params)
-        return workflow, params
-
     def create(self, workflow, params, cloud=None):
         """Create the job's record and post it (jobboard mode).
 
