@@ -14,6 +14,7 @@ import sys
 import time
 
 import common
+
 from owtools.sandbox import seed
 
 
