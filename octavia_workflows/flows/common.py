@@ -355,8 +355,10 @@ class WaitForTarget(TargetTask):
         if context.stopping:
             window = max(0.0, left)
         try:
-            lb = wait.check_settled(cloud, self.lb_id(row), window,
-                                    stop=lambda: context.claim.lost)
+            lb = wait.check_settled(
+                cloud, self.lb_id(row), window,
+                stop=lambda: context.claim.lost,
+                since=float(row['details']['requested_at']))
             if lb is None:
                 context.fence()
                 if self.elapsed(row) < timeout:

@@ -1,0 +1,144 @@
+"""Rotation overhead: a conductor vs a plain openstacksdk thread-pool loop.
+
+On one private sandbox, for each concurrency C: seed 2*N SINGLE load
+balancers, tag a new amphora image, then
+
+- plain: N of them failed over by a ThreadPoolExecutor(C) script that
+  calls failover and polls the load balancer every 0.25 s until ACTIVE
+  (no persistence, no jobboard, no pacing, no fencing);
+- conductor: the other N rotated by ``rotate-images`` (``loadbalancers=``
+  those ids, ``concurrency=C``) through a real conductor on a Redis
+  jobboard with MariaDB persistence, timed from just before ``submit`` to
+  the job's SUCCESS (CLI start-up, posting and claiming included).
+
+Prints wall times and the ratio conductor/plain per concurrency.
+
+    .venv/bin/python benchmarks/rotation_overhead.py [-n 100] [-c 1 4 8]
+        [--build-delay SECONDS]
+"""
+
+import argparse
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import common
+import sqlalchemy as sa
+
+from owtools import services
+from owtools.sandbox import seed
+
+
+def plain_rotation(conn, lb_ids, concurrency):
+    def one(lb_id):
+        conn.load_balancer.failover_load_balancer(lb_id)
+        while True:
+            time.sleep(0.25)
+            status = conn.load_balancer.get_load_balancer(
+                lb_id).provisioning_status
+            if status in ('ACTIVE', 'ERROR'):
+                return status
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        states = list(pool.map(one, lb_ids))
+    return time.monotonic() - started, states
+
+
+def conductor_rotation(conf, env, engine, lb_ids, concurrency):
+    started = time.monotonic()
+    proc, _, _ = common.cli(
+        conf, '--os-cloud', 'bench', 'submit', 'rotate-images',
+        '--param', 'image_tag=amphora',
+        '--param', 'loadbalancers=' + ','.join(lb_ids),
+        '--param', f'concurrency={concurrency}', '--param', 'max_failures=0',
+        '-f', 'value', '-c', 'id', env=env)
+    if proc.returncode:
+        sys.exit(f'submit failed: {proc.stderr.strip()}')
+    job_id = proc.stdout.strip()
+    query = sa.text('SELECT state FROM ow_jobs WHERE id = :id')
+    while True:
+        with engine.connect() as db:
+            state = db.execute(query, {'id': job_id}).scalar()
+        if state in ('SUCCESS', 'FAILED', 'CANCELLED', 'PAUSED'):
+            return time.monotonic() - started, state, job_id
+        time.sleep(0.05)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('-n', type=int, default=100,
+                        help='load balancers per side (default 100)')
+    parser.add_argument('-c', type=int, nargs='+', default=[1, 4, 8],
+                        help='concurrencies (default 1 4 8)')
+    parser.add_argument('--build-delay', type=float, default=0.0,
+                        help='injected compute build delay in seconds')
+    args = parser.parse_args()
+    rows, figures = [], []
+    with common.sandbox('bench') as (box, db, tmp):
+        redis = services.RedisServer(tmp / 'redis').start()
+        conn = box.connect()
+        if args.build_delay:
+            box.inject(delays={'compute.build': args.build_delay})
+        persistence = db.create_database('octavia_persistence')
+        conf = common.write_conf(
+            tmp / 'ow.conf',
+            task_flow={'persistence_connection': persistence,
+                       'jobboard_enabled': True,
+                       'jobboard_backend_driver': 'redis_taskflow_driver',
+                       'jobboard_backend_hosts': '127.0.0.1',
+                       'jobboard_backend_port': redis.port,
+                       'jobboard_backend_password': redis.password,
+                       'jobboard_expiration_time': 10},
+            conductor={'poll_interval': 0.5})
+        env = {'OS_CLIENT_CONFIG_FILE': str(box.dir / 'clouds.yaml')}
+        common.cli(conf, 'db', 'upgrade', env=env)
+        log = open(tmp / 'conductor.log', 'wb')
+        conductor = subprocess.Popen(
+            [common.BIN, '--config-file', conf, 'conductor', '--workers',
+             '1', '--name', 'bench'], stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, **env))
+        engine = sa.create_engine(persistence)
+        try:
+            for concurrency in args.c:
+                ids = seed.seed_api(box.api, 2 * args.n, concurrency=8)
+                for image in conn.image.images(tag='amphora'):
+                    conn.image.remove_tag(image, 'amphora')
+                conn.image.create_image(
+                    name=f'amphora-c{concurrency}', disk_format='qcow2',
+                    container_format='bare', data=b'x', tags=['amphora'])
+                plain, states = plain_rotation(conn, ids[:args.n],
+                                               concurrency)
+                ours, state, job_id = conductor_rotation(
+                    conf, env, engine, ids[args.n:], concurrency)
+                done = sum(box.accounting().failovers_by_lb(
+                    ids[args.n:]).values())
+                ratio = ours / plain
+                rows.append((concurrency, args.n, f'{plain:.1f}',
+                             f'{ours:.1f}', f'{ratio:.3f}', state,
+                             f'{done:.0f}'))
+                figures.append({'concurrency': concurrency, 'n': args.n,
+                                'plain_seconds': round(plain, 2),
+                                'conductor_seconds': round(ours, 2),
+                                'ratio': round(ratio, 3),
+                                'job_state': state, 'job': job_id,
+                                'plain_errors': states.count('ERROR'),
+                                'failovers_counted': done})
+        finally:
+            conductor.send_signal(signal.SIGTERM)
+            conductor.wait(timeout=60)
+            log.close()
+            engine.dispose()
+            redis.stop()
+    print()
+    common.table(rows, ('concurrency', 'N', 'plain s', 'conductor s',
+                        'ratio', 'job', 'failovers'))
+    common.write_results('rotation_overhead', {
+        'build_delay': args.build_delay, 'runs': figures})
+
+
+if __name__ == '__main__':
+    main()
