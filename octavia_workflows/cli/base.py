@@ -73,3 +73,6 @@ class Lister(_Errors, lister.Lister, _Parser):
 
 class ShowOne(_Errors, show.ShowOne, _Parser):
     """A command printing one object (``-f table|json|value|yaml|csv``)."""
+
+    #: cliff's single-object formatters plus csv (cli/formatters.py).
+    formatter_namespace = 'octavia_workflows.formatter.show'

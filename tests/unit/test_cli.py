@@ -229,3 +229,41 @@ def test_no_args_prints_help():
                           capture_output=True, text=True)
     assert 'usage' in (proc.stdout + proc.stderr).lower() or \
         os.environ.get('CI') is None
+
+
+def test_output_formats_compose_like_openstackclient(conf, tmp_path):
+    job_id = run(conf, 'submit', 'selftest', '--param', 'steps=2',
+                 '--param', 'step_seconds=0', '-f', 'value', '-c', 'id',
+                 check=0).stdout.strip()
+    assert run(conf, 'show', job_id, '-f', 'value', '-c', 'state',
+               check=0).stdout == 'SUCCESS\n'
+    csv_out = run(conf, 'show', job_id, '-f', 'csv', '-c', 'id', '-c',
+                  'state', check=0).stdout.splitlines()
+    assert csv_out == ['"id","state"', f'"{job_id}","SUCCESS"']
+    shown = json.loads(run(conf, 'show', job_id, '-f', 'json',
+                           check=0).stdout)
+    assert shown['progress']['done'] == 2
+    assert 'state: SUCCESS' in run(conf, 'show', job_id, '-f', 'yaml',
+                                   check=0).stdout
+    ids = run(conf, 'list', '--all', '-f', 'value', '-c', 'id',
+              check=0).stdout.split()
+    assert ids == [job_id]
+    rows = run(conf, 'report', job_id, '-f', 'csv', '-c', 'target', '-c',
+               'state', check=0).stdout.splitlines()
+    assert rows == ['"target","state"', '"step-1","DONE"', '"step-2","DONE"']
+    report = json.loads(run(conf, 'report', job_id, '-f', 'json',
+                            check=0).stdout)
+    assert [r['attempts'] for r in report] == [1, 1]
+    proc = run(conf, 'show', job_id, '-f', 'xml')
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+
+
+def test_non_tty_progress_is_one_line_per_event(conf):
+    proc = run(conf, 'submit', 'selftest', '--param', 'steps=2',
+               '--param', 'step_seconds=0', '--wait', check=0)
+    events = proc.stderr.splitlines()
+    assert events[0].startswith('job ') and ': RUNNING on ' in events[0]
+    assert 'target step-1: DONE (1/2)' in events
+    assert 'target step-2: DONE (2/2)' in events
+    assert events[-1].endswith(': SUCCESS')
+    assert not any('\r' in line or '\x1b' in line for line in events)
