@@ -8,6 +8,7 @@ every step recorded exactly once, except at most the interrupted one.
 import signal
 import time
 
+from clihelp import start
 import pytest
 
 pytestmark = pytest.mark.functional
@@ -107,3 +108,19 @@ def test_a_job_that_kills_every_conductor_ends_failed(make_deployment):
                        timeout=30, what='FAILED')
     assert 'gave up after 2 attempts without progress' in job['reason']
     assert dep.cli('wait', job_id, '--timeout', '5').returncode == 1
+
+
+def test_ctrl_c_stops_waiting_never_the_job(make_deployment):
+    dep = make_deployment('redis', 'sqlite')
+    dep.conductor('ctl-wait')
+    job_id = dep.submit('selftest', steps=6, step_seconds=0.4)
+    dep.wait_for(job_id, lambda j: j['state'] == 'RUNNING', what='RUNNING')
+    waiter = start(dep.path, 'wait', job_id, log=dep.tmp_path / 'wait.log')
+    time.sleep(1.5)
+    waiter.send_signal(signal.SIGINT)
+    assert waiter.wait(timeout=10) != 0
+    out = (dep.tmp_path / 'wait.log').read_text()
+    assert 'stopped waiting; the job carries on' in out
+    assert 'Traceback' not in out
+    assert dep.cli('wait', job_id, '--timeout', '60').returncode == 0
+    assert dep.show(job_id)['progress']['done'] == 6
