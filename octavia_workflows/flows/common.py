@@ -160,7 +160,7 @@ def _breaker(context, run, target):
     context.request_pause(
         f'circuit breaker: {len(failed)} target(s) failed '
         f'(max_failures={limit}); see "octavia-workflow report '
-        f'{context.job_id}", then resume or cancel')
+        f'{context.job_id}", then resume or cancel', kind='breaker')
 
 
 class TargetTask(task.Task):
