@@ -380,7 +380,10 @@ class Sandbox:
     def _create_flavors(self):
         """Flavors ``single`` and ``active-standby`` (topology per LB)."""
         api = self.api
+        existing = {f["name"] for f in api.get("/v2/lbaas/flavors")["flavors"]}
         for name, topology in FLAVORS.items():
+            if name in existing:        # a restart on the same directory
+                continue
             profile = api.post("/v2/lbaas/flavorprofiles", {"flavorprofile": {
                 "name": f"sandbox-{name}", "provider_name": "amphora",
                 "flavor_data": json.dumps(
