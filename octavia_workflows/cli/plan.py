@@ -34,8 +34,10 @@ def print_plan(command, parsed_args, workflow, params, cloud):
         raise exceptions.ConfigError(
             f'workflow {workflow.name} needs a cloud: pass --os-cloud NAME '
             f'or set [cloud] name')
-    plan = workflow.plan(context.PlanContext(params, cloud_name=cloud),
-                         params)
+    plan_context = context.PlanContext(params, cloud_name=cloud)
+    if workflow.preflight is not None:
+        workflow.preflight(plan_context, params, True)
+    plan = workflow.plan(plan_context, params)
     out = command.app.stdout
     fmt = parsed_args.formatter
     if fmt in ('json', 'yaml'):

@@ -126,6 +126,11 @@ class Submit(base.ShowOne):
             raise exceptions.ConfigError(
                 f'workflow {workflow.name} needs a cloud: pass --os-cloud '
                 f'NAME or set [cloud] name')
+        if workflow.preflight is not None:
+            from octavia_workflows.engine import context
+
+            workflow.preflight(context.PlanContext(params, cloud_name=cloud),
+                               params, False)
         job_id = manager.jobs.create(workflow, params, cloud=cloud)
         timed_out = False
         if not manager.jobs.board_enabled:

@@ -160,6 +160,43 @@ class Cloud:
                 all_projects=True, compute_host=host, details=True)
             return [_server(s) for s in servers]
 
+    def get_server(self, server_id):
+        """One server (dict as in :meth:`list_servers_on_host`);
+        CloudNotFound if it does not exist."""
+        with errors.translated(f'get server {server_id}'):
+            return _server(self.conn.compute.get_server(server_id))
+
+    def delete_server(self, server_id):
+        """Delete a server; CloudNotFound if it is already gone."""
+        with errors.translated(f'delete server {server_id}'):
+            self.conn.compute.delete_server(server_id, ignore_missing=False)
+
+    def get_compute_service(self, host):
+        """The nova-compute service of ``host`` (dict: ``id``, ``host``,
+        ``status``, ``state``, ``disabled_reason``, ``zone``);
+        CloudNotFound if the host has none."""
+        what = f'get compute service of host {host}'
+        with errors.translated(what):
+            found = [_service(s) for s in self.conn.compute.services(
+                binary='nova-compute', host=host)]
+        found = [s for s in found if s['host'] == host]
+        if not found:
+            raise exceptions.CloudNotFound(
+                f'{what}: no nova-compute service on host {host}', 404)
+        return found[0]
+
+    def disable_compute_service(self, host, reason=None):
+        """Stop Nova from scheduling new servers on ``host`` (its
+        nova-compute service becomes ``disabled`` with ``reason``);
+        returns the service.  Disabling a disabled service is harmless.
+        """
+        service = self.get_compute_service(host)
+        with errors.translated(f'disable compute service of host {host}'):
+            result = self.conn.compute.disable_service(
+                service['id'], host=host, binary='nova-compute',
+                disabled_reason=reason or None)
+        return _service(result)
+
 
 def _image(image):
     return {'id': image.id, 'name': image.name, 'status': image.status,
@@ -172,3 +209,10 @@ def _server(server):
             'host': server.compute_host,
             'availability_zone': server.availability_zone,
             'image_id': image.get('id') if isinstance(image, dict) else None}
+
+
+def _service(service):
+    return {'id': service.id, 'host': service.host,
+            'status': service.status, 'state': service.state,
+            'disabled_reason': service.disabled_reason,
+            'zone': service.availability_zone}

@@ -119,6 +119,13 @@ class RunContext:
         self.records.update_target(self.job_id, target,
                                    merge_details=details)
 
+    def target_attempt(self, target, **details):
+        """Count one more attempt at a RUNNING target (e.g. a request
+        sent again after an interruption), merging ``details``."""
+        self.fence()
+        self.records.update_target(self.job_id, target, add_attempt=True,
+                                   merge_details=details or None)
+
 
 class PlanContext:
     """What a workflow's ``plan`` gets during ``submit --dry-run``.

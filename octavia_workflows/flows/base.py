@@ -150,6 +150,13 @@ class Workflow:
     #: Extra cross-parameter validation: ``check(params)`` raises
     #: InvalidParameter.
     check: typing.Callable | None = None
+    #: Read-only checks against the cloud before anything is posted:
+    #: ``preflight(context, params, dry_run)`` raises a UserError (e.g.
+    #: an unknown compute host, or a real run of a guarded runbook that
+    #: lacks its confirmation).  ``submit`` runs it with a
+    #: :class:`~octavia_workflows.engine.context.PlanContext`, for a dry
+    #: run as well (``dry_run`` True).
+    preflight: typing.Callable | None = None
 
     def validate(self, raw):
         """Parse ``{name: text}`` into typed parameters with defaults.

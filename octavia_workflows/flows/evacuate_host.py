@@ -1,0 +1,318 @@
+"""``evacuate-host``: move every amphora off one compute host.
+
+Octavia's "Evacuating a Specific Amphora from a Host" procedure, for a
+whole host: the amphorae whose VMs run on ``host`` (Nova's servers on
+the host joined to the amphorae's ``compute_id``) are failed over one
+by one after scheduling on the host was disabled, so that their
+replacements land elsewhere.  The job has three kinds of targets, in
+this order:
+
+1. ``host:<host>`` (``disable-compute-service``, when
+   ``disable_compute_service`` is true, the default): disable the host's
+   nova-compute service with ``reason``; a service that is already
+   disabled is left as it is.  Nothing else starts before this is done.
+2. one ``amphora-failover`` target per amphora on the host (the tasks
+   of ``failover-amphorae``: paced, circuit-broken, idempotent across a
+   crash; an amphora whose load balancer is not ACTIVE, or that left
+   the host meanwhile, is SKIPPED with the reason);
+3. ``verify:<host>`` (``verify-host-empty``): no amphora of an ACTIVE
+   load balancer may be left on the host.
+
+The job does not enable the service again: the host is being emptied
+for maintenance; enable it when the work there is done.
+
+What happens on failure: a transient error is retried in short checks;
+if the service cannot be disabled (a permanent error) the job FAILS at
+once and no amphora is touched (the remaining targets are SKIPPED with
+that reason); a failed failover marks that amphora FAILED and the
+circuit breaker pauses the job after ``max_failures`` of them; the
+verification FAILS (and with it the job) when amphorae of ACTIVE load
+balancers are still on the host, naming them.  A host with no amphora
+gives an empty plan (nothing is disabled).
+"""
+
+from taskflow.patterns import linear_flow
+
+from octavia_workflows import exceptions, states
+from octavia_workflows.flows import base, common, inventory
+from octavia_workflows.flows import failover_amphorae as amphorae_mod
+
+NAME = 'evacuate-host'
+DISABLE = 'disable-compute-service'
+FAILOVER = amphorae_mod.ACTION
+VERIFY = 'verify-host-empty'
+#: Nova's limit for ``disabled_reason``.
+REASON_MAX = 255
+
+
+def _check(params):
+    if not (params.get('host') or '').strip():
+        raise exceptions.InvalidParameter(
+            'parameter host: give the compute host to evacuate')
+    if len(params.get('reason') or '') > REASON_MAX:
+        raise exceptions.InvalidParameter(
+            f'parameter reason: at most {REASON_MAX} characters')
+
+
+def host_service(cloud, host):
+    """The host's nova-compute service; InvalidParameter if unknown."""
+    try:
+        return cloud.get_compute_service(host)
+    except exceptions.CloudNotFound:
+        raise exceptions.InvalidParameter(
+            f'parameter host: no compute host {host!r} (Nova has no '
+            f'nova-compute service on it)') from None
+
+
+def preflight(context, params, dry_run):
+    host_service(context.cloud(), params['host'])
+
+
+def disable_reason(params, job_id=None):
+    if params.get('reason'):
+        return params['reason']
+    suffix = f' job {job_id}' if job_id else ''
+    return f'evacuated by octavia-workflows{suffix}'
+
+
+def on_host(servers, amphorae):
+    """``[(amphora, server)]`` for the live amphorae whose VM is one of
+    ``servers``, in server order."""
+    by_compute = {}
+    for amp in inventory.live(amphorae):
+        if amp.get('compute_id'):
+            by_compute[amp['compute_id']] = amp
+    return [(by_compute[s['id']], s) for s in servers
+            if s['id'] in by_compute]
+
+
+def build_plan(params, service, servers, amphorae, lbs, lb_amphorae):
+    """The plan from what the cloud says (pure: unit tested).
+
+    ``servers``: Nova servers on the host; ``amphorae``: live amphorae;
+    ``lbs``/``lb_amphorae``: their load balancers, as
+    :func:`failover_amphorae.gather` returns them.
+    """
+    host = params['host']
+    pairs = on_host(servers, amphorae)
+    others = len(servers) - len(pairs)
+    notes = []
+    if others:
+        notes.append(f'{others} server(s) on {host} are not amphorae: left '
+                     f'alone')
+    if not pairs:
+        notes.append(f'no amphora runs on {host}: nothing to do (the '
+                     f'compute service is left {service.get("status")})')
+        return base.Plan(targets=[], notes=notes)
+    server_of = {amp['id']: server for amp, server in pairs}
+    amp_targets, skipped = amphorae_mod.select(
+        [amp for amp, _ in pairs], lbs, lb_amphorae)
+    for item in amp_targets + skipped:
+        server = server_of.get(item.target) or {}
+        item.details.update(host=host, compute_id=server.get('id'),
+                            server=server.get('name'))
+    targets = []
+    if params.get('disable_compute_service', True):
+        targets.append(base.Target(f'host:{host}', DISABLE, {
+            'host': host, 'service': service.get('id'),
+            'status': service.get('status'),
+            'disabled_reason': service.get('disabled_reason')}))
+        if service.get('status') == 'disabled':
+            notes.append(f'the compute service of {host} is already '
+                         f'disabled ({service.get("disabled_reason")})')
+    else:
+        notes.append(f'disable_compute_service=false: Nova may place '
+                     f'replacements on {host} again unless it is disabled '
+                     f'otherwise')
+    targets.extend(amp_targets)
+    targets.append(base.Target(f'verify:{host}', VERIFY, {'host': host}))
+    notes.extend(amphorae_mod.plan_notes(amp_targets))
+    notes.append(f'the compute service of {host} stays disabled after the '
+                 f'job; enable it when the host is back in service')
+    return base.Plan(targets=targets, skipped=skipped, notes=notes)
+
+
+def plan(context, params):
+    _check(params)
+    cloud = context.cloud()
+    service = host_service(cloud, params['host'])
+    servers = cloud.list_servers_on_host(params['host'])
+    amphorae = cloud.list_amphorae()
+    pairs = on_host(servers, amphorae)
+    lbs, lb_amphorae = amphorae_mod.gather(cloud, [a for a, _ in pairs])
+    return build_plan(params, service, servers, amphorae, lbs, lb_amphorae)
+
+
+def left_on_host(servers, amphorae, lbs):
+    """``(active, other)``: ids of the live amphorae still on the host
+    whose load balancer is ACTIVE, and the rest of them."""
+    active, other = [], []
+    for amp, _server in on_host(servers, amphorae):
+        lb = lbs.get(amp.get('loadbalancer_id'))
+        if lb is not None and lb.get('provisioning_status') == \
+                inventory.ACTIVE:
+            active.append(amp['id'])
+        else:
+            other.append(amp['id'])
+    return active, other
+
+
+# -- tasks -----------------------------------------------------------------
+
+
+class HostTask(common.TargetTask):
+    """A host-level step; runs once, transient errors are retried."""
+
+    def execute(self, context):
+        row = context.target(self.target)
+        if row is None or row['state'] in states.TARGET_FINISHED:
+            return row['state'] if row else None
+        try:
+            return self.run(context, context.cloud(), row)
+        except exceptions.CloudError as exc:
+            if exc.transient:
+                common.backoff(context)
+                raise common.NotYet(str(exc)) from exc
+            return self.failed(context, exc)
+
+    def run(self, context, cloud, row):
+        raise NotImplementedError
+
+    def failed(self, context, exc):
+        context.target_finished(self.target, states.FAILED, error=str(exc))
+        return states.FAILED
+
+
+class DisableComputeService(HostTask):
+    """Disable scheduling on the host (once; a disabled service is left
+    alone).  A permanent failure stops the job before any failover."""
+
+    step = 'disable'
+
+    def run(self, context, cloud, row):
+        host = self.details['host']
+        if row['state'] == states.PENDING:
+            service = cloud.get_compute_service(host)
+            context.target_started(self.target, before=_service(service))
+            row = context.target(self.target)
+        before = row['details'].get('before') or {}
+        if before.get('status') == 'disabled':
+            context.target_finished(self.target, states.DONE,
+                                    after=before)
+            return states.DONE
+        context.fence()
+        service = cloud.disable_compute_service(
+            host, disable_reason(context.params, context.job_id))
+        if service.get('status') != 'disabled':
+            raise exceptions.CloudRequestError(
+                f'the compute service of {host} is still '
+                f'{service.get("status")} after disabling it')
+        context.target_finished(self.target, states.DONE,
+                                after=_service(service))
+        return states.DONE
+
+    def failed(self, context, exc):
+        reason = f'the compute service could not be disabled: {exc}'
+        context.target_finished(self.target, states.FAILED, error=str(exc))
+        for other in context.records.get_targets(
+                context.job_id, states=[states.PENDING]):
+            context.target_finished(other['target'], states.SKIPPED,
+                                    error=f'not started: {reason}')
+        raise exceptions.CloudRequestError(
+            f'{reason}; no amphora was failed over')
+
+
+def _service(service):
+    return {'status': service.get('status'),
+            'disabled_reason': service.get('disabled_reason')}
+
+
+class StartEvacuation(amphorae_mod.StartAmphoraFailover):
+    """Re-check the amphora and its load balancer, and that its VM is
+    still on the host."""
+
+    def recheck(self, context, cloud):
+        reason, before = super().recheck(context, cloud)
+        if reason:
+            return reason, before
+        host = self.details['host']
+        try:
+            server = cloud.get_server(self.details['compute_id'])
+        except exceptions.CloudNotFound:
+            return f'its server is gone from {host}', None
+        if server.get('host') != host:
+            return f'no longer on {host} (now on {server.get("host")})', None
+        before['host'] = host
+        return None, before
+
+
+class VerifyHostEmpty(HostTask):
+    """No amphora of an ACTIVE load balancer may be left on the host."""
+
+    step = 'verify'
+
+    def run(self, context, cloud, row):
+        host = self.details['host']
+        if row['state'] == states.PENDING:
+            context.target_started(self.target)
+        servers = cloud.list_servers_on_host(host)
+        amphorae = cloud.list_amphorae()
+        pairs = on_host(servers, amphorae)
+        lbs, _ = amphorae_mod.gather(cloud, [a for a, _ in pairs])
+        active, other = left_on_host(servers, amphorae, lbs)
+        after = {'servers_on_host': len(servers), 'amphorae_left': active,
+                 'left_not_active': other}
+        if active:
+            context.target_finished(
+                self.target, states.FAILED, after=after,
+                error=f'{len(active)} amphora(e) of ACTIVE load balancers '
+                f'still on {host}: {", ".join(active)}')
+            return states.FAILED
+        context.target_finished(self.target, states.DONE, after=after)
+        return states.DONE
+
+
+def _host_flow(target, task):
+    return linear_flow.Flow(f'{NAME}:{target}', retry=common.Again(
+        f'{NAME}:{target}:retry')).add(task)
+
+
+def evacuate_host_flow(params, targets):
+    """Factory: disable (if planned), then lanes of start / failover /
+    wait per amphora, then the verification."""
+    disable = [t for t in targets if t['action'] == DISABLE]
+    amps = [t for t in targets if t['action'] == FAILOVER]
+    verify = [t for t in targets if t['action'] == VERIFY]
+    if not (disable or amps or verify):
+        return common.build(NAME, params, [], None)
+    flow = linear_flow.Flow(f'{NAME}:job')
+    for item in disable:
+        flow.add(_host_flow(item['target'], DisableComputeService(
+            NAME, item['target'], item['details'])))
+    if amps:
+        flow.add(amphorae_mod.amphora_flow(NAME, params, amps,
+                                           StartEvacuation))
+    for item in verify:
+        flow.add(_host_flow(item['target'], VerifyHostEmpty(
+            NAME, item['target'], item['details'])))
+    return flow
+
+
+WORKFLOW = base.Workflow(
+    name=NAME,
+    description='Disable scheduling on a compute host, fail over every '
+    'amphora on it, verify none is left.',
+    params=(
+        base.Param('host', 'str', 'the compute host to empty',
+                   required=True),
+        base.Param('disable_compute_service', 'bool', 'disable the '
+                   'nova-compute service of the host first', default=True),
+        base.Param('reason', 'str', 'disabled_reason recorded in Nova '
+                   '(default: "evacuated by octavia-workflows job ID")'),
+    ) + common.COMMON_PARAMS,
+    factory='octavia_workflows.flows.evacuate_host:evacuate_host_flow',
+    plan=plan,
+    engine='parallel',
+    check=_check,
+    preflight=preflight,
+)

@@ -1,0 +1,332 @@
+"""``reconfigure-amphorae``: push the current agent configuration.
+
+Octavia's adoption procedure: when the control plane moves (new
+health-manager addresses, ``[health_manager] controller_ip_port_list``),
+every amphora must be told, with ``PUT /v2/octavia/amphorae/{id}/config``.
+Until an amphora is reconfigured it sends its heartbeats to the old
+addresses; a health manager that hears nothing from an amphora for
+``heartbeat_timeout`` seconds fails it over -- during an adoption that
+is every amphora at once.  So the runbook refuses to start unless the
+operator confirms ``health_managers_stopped=true`` (a dry run works
+without it and says why it is needed).
+
+Targets are the amphorae of the load balancers selected by
+``loadbalancers``, ``project`` and ``availability_zone`` (default: all),
+one load balancer's amphorae one after the other, paced like the
+rotation runbooks (``concurrency``, ``interval``, ``max_per_az``) with
+the same circuit breaker (``max_failures``).  An amphora whose load
+balancer is not ACTIVE, or which is not ALLOCATED, is SKIPPED with the
+reason.
+
+What happens on failure:
+
+- a transient error (5xx, timeout, unreachable API) is retried up to
+  ``retries`` times with a growing pause, then the amphora is FAILED;
+  any other refusal FAILS it at once; a 404 SKIPS it (the amphora was
+  replaced meanwhile, and its replacement boots with the current
+  configuration);
+- a failed amphora never fails the job by itself: the breaker pauses the
+  job after ``max_failures`` of them;
+- a conductor that dies after sending the request but before recording
+  the answer sends it again on resume: a repeated configuration push is
+  harmless, and every request sent is counted (``attempts`` and
+  ``after.calls`` in the report), so a duplicate shows.
+
+Octavia answers 202 and then works in the background; the configure
+call changes no status that could be polled.  A 202 therefore counts as
+done, and each report row says what was confirmed (the request was
+accepted; the amphora and its load balancer looked healthy afterwards)
+and what was not (that the agent applied the configuration).
+"""
+
+import time
+
+from octavia_workflows import exceptions, states
+from octavia_workflows.flows import base, common, inventory, pacing
+from octavia_workflows.flows import failover_amphorae as amphorae_mod
+
+NAME = 'reconfigure-amphorae'
+ACTION = 'amphora-configure'
+ALLOCATED = 'ALLOCATED'
+#: Longest pause between two tries after a transient error (seconds).
+MAX_RETRY_PAUSE = 30.0
+
+WHY = ('stop every health manager first: an amphora sends its heartbeats '
+       'to the old health-manager addresses until it is reconfigured, and '
+       'a running health manager fails over each amphora it has not heard '
+       'from for heartbeat_timeout seconds (default 60) -- during an '
+       'adoption, every amphora at once')
+REFUSAL = (f'{NAME}: refusing to start without --param '
+           f'health_managers_stopped=true (stop every health manager first, '
+           f'or amphorae not heard from for heartbeat_timeout seconds are '
+           f'failed over en masse)')
+CONFIRMED = ('Octavia accepted the request (HTTP 202)')
+NOT_CONFIRMED = ('that the amphora agent received and applied the new '
+                 'configuration: Octavia exposes no status for it (the '
+                 'worker log says so; once the health managers run again, '
+                 'the amphora\'s heartbeats reach the new addresses)')
+
+
+def preflight(context, params, dry_run):
+    """Refuse a real run that lacks the confirmation (a dry run is
+    allowed: its plan explains the confirmation)."""
+    if not dry_run and not params.get('health_managers_stopped'):
+        raise exceptions.InvalidParameter(REFUSAL)
+
+
+def amphora_skip_reason(amp, lb):
+    """Why an amphora must not be reconfigured now, or None."""
+    if lb is None:
+        return 'its load balancer no longer exists'
+    status = lb.get('provisioning_status')
+    if status != inventory.ACTIVE:
+        return f'load balancer is {status}'
+    if amp.get('status') != ALLOCATED:
+        return f'amphora is {amp.get("status")}'
+    return None
+
+
+def select(inv, zone=None):
+    """Split an inventory into (targets, skipped) amphora targets, in
+    load-balancer creation order, MASTER before BACKUP."""
+    targets, skipped = [], []
+    for lb_id in inv.missing:
+        skipped.append(base.Target(lb_id, ACTION, {'lb': lb_id},
+                                   'load balancer not found'))
+    order = sorted(inv.lbs, key=lambda lb: (lb.get('created_at') or '',
+                                            lb['id']))
+    for lb in order:
+        amps = inv.amphorae_of(lb['id'])
+        if not inventory.in_zone(lb, amps, zone):
+            continue
+        provider = lb.get('provider')
+        if provider and provider not in inventory.AMPHORA_PROVIDERS:
+            skipped.append(base.Target(lb['id'], ACTION, {'lb': lb['id']},
+                                       f'provider {provider} has no '
+                                       f'amphorae'))
+            continue
+        live = inventory.live(amps)
+        if not live:
+            skipped.append(base.Target(lb['id'], ACTION, {'lb': lb['id']},
+                                       'load balancer has no amphorae'))
+            continue
+        for amp in live:
+            details = amphorae_mod.amphora_details(amp, lb, amps)
+            details['lb_network_ip'] = amp.get('lb_network_ip')
+            details['compute_id'] = amp.get('compute_id')
+            details.pop('outage', None)
+            reason = amphora_skip_reason(amp, lb)
+            item = base.Target(amp['id'], ACTION, details, reason)
+            (skipped if reason else targets).append(item)
+    return targets, skipped
+
+
+def plan_notes(params, targets):
+    notes = [WHY]
+    if params.get('health_managers_stopped'):
+        notes.append('confirmed: health_managers_stopped=true')
+    else:
+        notes.append('NOT CONFIRMED: submitting this job is refused until '
+                     '--param health_managers_stopped=true')
+    notes.append(f'{len(targets)} amphora(e) get PUT /v2/octavia/amphorae/'
+                 f'{{id}}/config; Octavia answers 202 and reports no '
+                 f'result, so the report records what it accepted, not '
+                 f'what the agents applied')
+    notes.append('amphorae not attached to a load balancer (spares) are '
+                 'not included')
+    notes.append('start the health managers again once the job has '
+                 'succeeded')
+    return notes
+
+
+def plan(context, params):
+    """The amphorae to reconfigure, in order, and the skipped ones.
+
+    :raises InvalidParameter: the job was posted without the
+        confirmation (then nothing is touched).
+    """
+    if not params.get('health_managers_stopped') and \
+            context.job_id is not None:
+        raise exceptions.InvalidParameter(REFUSAL)
+    inv = inventory.load(context.cloud(), params.get('loadbalancers'),
+                         params.get('project'))
+    targets, skipped = select(inv, params.get('availability_zone'))
+    return base.Plan(targets=targets, skipped=skipped,
+                     notes=plan_notes(params, targets))
+
+
+# -- tasks -----------------------------------------------------------------
+
+
+class StartConfigure(common.StartTarget):
+    """Pacing slot; re-check the amphora and its load balancer."""
+
+    def recheck(self, context, cloud):
+        amp_id = self.details['amphora']
+        try:
+            amp = cloud.get_amphora(amp_id)
+        except exceptions.CloudNotFound:
+            return 'amphora no longer exists (replaced)', None
+        lb = None
+        if amp.get('loadbalancer_id'):
+            try:
+                lb = cloud.get_load_balancer(amp['loadbalancer_id'])
+            except exceptions.CloudNotFound:
+                lb = None
+        reason = amphora_skip_reason(amp, lb)
+        if reason:
+            return reason, None
+        return None, {'amphora': amp_id, 'status': amp.get('status'),
+                      'lb': lb['id'],
+                      'lb_status': lb.get('provisioning_status'),
+                      'lb_network_ip': amp.get('lb_network_ip')}
+
+
+class ConfigureAmphora(common.TargetTask):
+    """Fence, count the request, send it; bounded retries on transient
+    errors.  Every request sent (or possibly sent) is counted before it
+    goes out, so a request re-sent after a crash shows in the report.
+    """
+
+    step = 'act'
+
+    def execute(self, context):
+        row = self.row(context)
+        if row is None or row['details'].get('accepted_at'):
+            return None
+        details = row['details']
+        calls = int(details.get('calls') or 0)
+        errors = int(details.get('transient_errors') or 0)
+        cloud = context.cloud()
+        if calls:
+            # The earlier request may or may not have reached Octavia:
+            # send it again (harmless) and count it as one more attempt.
+            context.target_attempt(self.target, calls=calls + 1,
+                                   resent=True)
+        else:
+            context.target_details(self.target, calls=1)
+        context.fence()
+        try:
+            cloud.configure_amphora(self.details['amphora'])
+        except exceptions.CloudNotFound:
+            context.target_finished(
+                self.target, states.SKIPPED,
+                error='amphora no longer exists (replaced before it was '
+                'configured; its replacement boots with the current '
+                'configuration)')
+            pacing.run_state(context).pacer.release(self.target)
+            return None
+        except exceptions.CloudError as exc:
+            limit = int(context.params.get('retries') or 0)
+            if exc.transient and errors < limit:
+                context.target_details(self.target,
+                                       transient_errors=errors + 1,
+                                       last_error=str(exc))
+                common.backoff(context, min(MAX_RETRY_PAUSE, 2.0 ** errors))
+                raise common.NotYet(str(exc)) from exc
+            tries = f' (after {errors + 1} tries)' if exc.transient else ''
+            common.finish(context, self.target, states.FAILED,
+                          error=f'{exc}{tries}',
+                          after=outcome(calls + 1, None, None, False))
+            return None
+        context.target_details(self.target, accepted_at=time.time())
+        return None
+
+
+def outcome(calls, amp, lb, accepted=True):
+    """The report's "after": what was and was not confirmed."""
+    confirmed = [CONFIRMED] if accepted else []
+    if calls > 1:
+        confirmed.append(f'request sent {calls} times (re-sent after an '
+                         f'interruption or a transient error; a repeated '
+                         f'push is harmless)')
+    after = {'calls': calls, 'confirmed': confirmed,
+             'not_confirmed': [NOT_CONFIRMED] if accepted else
+             ['the request was not accepted']}
+    if amp is not None or lb is not None:
+        amp_status = amp.get('status') if amp else 'gone (replaced)'
+        lb_status = lb.get('provisioning_status') if lb else 'gone'
+        after['amphora_status'] = amp_status
+        after['lb_status'] = lb_status
+        if accepted:
+            confirmed.append(f'afterwards the amphora is {amp_status} and '
+                             f'its load balancer {lb_status}')
+    return after
+
+
+class VerifyConfigured(common.TargetTask):
+    """Look once at the amphora and its load balancer after the 202 and
+    record what was confirmed; an amphora or load balancer in ERROR
+    after the request FAILS the target."""
+
+    step = 'verify'
+
+    def execute(self, context):
+        row = self.row(context)
+        if row is None:
+            return None
+        if not row['details'].get('accepted_at'):
+            raise common.NotYet('the request was not accepted yet')
+        cloud = context.cloud()
+        try:
+            try:
+                amp = cloud.get_amphora(self.details['amphora'])
+            except exceptions.CloudNotFound:
+                amp = None
+            try:
+                lb = cloud.get_load_balancer(self.details['lb'])
+            except exceptions.CloudNotFound:
+                lb = None
+        except exceptions.CloudError as exc:
+            if exc.transient:
+                common.backoff(context)
+                raise common.NotYet(str(exc)) from exc
+            amp = lb = None
+        after = outcome(int(row['details'].get('calls') or 1), amp, lb)
+        broken = [what for what, obj, key in (
+            ('amphora', amp, 'status'),
+            ('load balancer', lb, 'provisioning_status'))
+            if obj is not None and obj.get(key) == inventory.ERROR]
+        if broken:
+            common.finish(context, self.target, states.FAILED,
+                          error=f'{" and ".join(broken)} in ERROR after the '
+                          f'configure request', after=after)
+            return states.FAILED
+        common.finish(context, self.target, states.DONE, after=after)
+        return states.DONE
+
+
+def reconfigure_amphorae_flow(params, targets):
+    """Factory: lanes (one load balancer's amphorae in one lane) of
+    start / configure / verify per amphora."""
+
+    def make(item):
+        target, details = item['target'], item['details']
+        return common.target_flow(
+            NAME, target, StartConfigure(NAME, target, details),
+            ConfigureAmphora(NAME, target, details),
+            VerifyConfigured(NAME, target, details))
+
+    return common.build(NAME, params, targets, make)
+
+
+WORKFLOW = base.Workflow(
+    name=NAME,
+    description='Push the current agent configuration (new health-manager '
+    'addresses) to every amphora during an adoption; needs '
+    'health_managers_stopped=true.',
+    params=(
+        base.Param('health_managers_stopped', 'bool',
+                   'confirm that every health manager is stopped '
+                   '(required to submit; see the dry run)', default=False),
+        base.Param('retries', 'int', 'tries again after a transient error '
+                   '(5xx, timeout) before an amphora is FAILED', default=3,
+                   min=0, max=20),
+    ) + common.FILTER_PARAMS + tuple(
+        p for p in common.COMMON_PARAMS if p.name != 'target_timeout'),
+    factory='octavia_workflows.flows.reconfigure_amphorae:'
+    'reconfigure_amphorae_flow',
+    plan=plan,
+    engine='parallel',
+    preflight=preflight,
+)
