@@ -21,6 +21,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_TIMEOUT = 3
+#: ``wait`` (and a foreground run) stopped because the job waits PAUSED
+#: at an approval gate: answer it with ``approve`` or ``reject``.
+EXIT_GATE = 4
 
 
 class ArgumentParser(argparse.ArgumentParser):

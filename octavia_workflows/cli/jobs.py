@@ -44,7 +44,9 @@ class Show(base.ShowOne):
     """Show a job, its parameters and each target's state.
 
     "-f json" prints one object with id, workflow, state, owner,
-    parameters, created_at, updated_at, progress and targets.
+    parameters, created_at, updated_at, progress, gate (the message of
+    the approval gate a PAUSED job waits at, else null), approvals and
+    targets.
     """
 
     def get_parser(self, prog_name):
@@ -60,6 +62,10 @@ class Show(base.ShowOne):
             + (f' ({t["error"]})' if t['error'] else '')
             for t in view['targets'])
         extra = [('gate', view['gate'])] if view['gate'] else []
+        if view['approvals']:
+            extra.append(('approvals', '\n'.join(
+                f'{a["gate"]}: {a["at"]} by {a["by"]}'
+                for a in view['approvals'])))
         extra.append(('targets', targets))
         return (columns + tuple(k for k, _ in extra),
                 values + tuple(v for _, v in extra))

@@ -3,7 +3,9 @@
 On a terminal: one redrawn line with a bar, done/failed/skipped counts,
 the targets in flight and an ETA.  Elsewhere (CI, logs, pipes): one
 plain line per change of the job's state or of a target's state.
-Ctrl-C stops following, never the job.
+Ctrl-C stops following, never the job.  Following also stops when the
+job waits PAUSED at an approval gate: the gate's message is printed with
+the commands that answer it.
 """
 
 import sys
@@ -45,7 +47,14 @@ def bar_line(job, eta, width=24):
         parts.append(f'now: {shown}')
     if eta is not None and job['state'] == 'RUNNING':
         parts.append(f'ETA {_fmt_seconds(eta)}')
+    if at_gate(job):
+        parts.append(f'approval needed: {job["gate"]}')
     return ' | '.join(parts)
+
+
+def at_gate(job):
+    """True if the job waits PAUSED at an approval gate."""
+    return job['state'] == 'PAUSED' and bool(job.get('gate'))
 
 
 def events(previous, job):
@@ -58,9 +67,12 @@ def events(previous, job):
             line += f' on {job["owner"]}'
         if job['reason'] and job['state'] != 'RUNNING':
             line += f' ({job["reason"]})'
-        if job['gate'] and job['state'] == 'PAUSED':
-            line += f' - approval needed: {job["gate"]}'
         head.append(line)
+        if at_gate(job):
+            head.append(f'approval needed: {job["gate"]}')
+            head.append(f'answer with "octavia-workflow approve '
+                        f'{job["id"]}" or "octavia-workflow reject '
+                        f'{job["id"]}"')
     before = {t['target']: t for t in (previous or {}).get('targets', [])}
     total = job['progress']['total']
     finished = sum(1 for t in before.values()
@@ -112,7 +124,8 @@ def follow(get_view, timeout=None, stream=None, interval=0.5, tty=None,
                     stream.write(line + '\n')
             stream.flush()
             previous = job
-            if job['state'] in FINAL or (until is not None and until()):
+            if job['state'] in FINAL or at_gate(job) or (
+                    until is not None and until()):
                 break
             if deadline is not None and now >= deadline:
                 if tty:

@@ -24,8 +24,12 @@ def show_columns(view):
 
 
 def exit_code(view, timed_out=False):
+    """0 success, 1 failed/cancelled (or paused), 3 timeout, 4 waiting
+    at an approval gate."""
     if timed_out:
         return base.EXIT_TIMEOUT
+    if view['state'] == 'PAUSED' and view.get('gate'):
+        return base.EXIT_GATE
     return base.EXIT_OK if view['state'] == 'SUCCESS' else base.EXIT_FAILED
 
 
@@ -36,6 +40,11 @@ def run_inline(manager, job_id, stream=None):
     is left PAUSED and ``resume JOB`` continues it from any host that
     reaches the same database.
     """
+    # Import TaskFlow's engines (and with them eventlet) here, in the
+    # main thread: imported first inside the worker thread they leave
+    # that thread's join() waiting forever once it ends.
+    import taskflow.engines  # noqa: F401
+
     from octavia_workflows.engine import claims, runner
 
     jobs = manager.jobs
@@ -51,7 +60,8 @@ def run_inline(manager, job_id, stream=None):
         try:
             result['outcome'] = runner.run_job(
                 manager.persistence, job_id, claim, stop_event=stop,
-                save_logbook=conf.task_flow.jobboard_save_logbook)
+                save_logbook=conf.task_flow.jobboard_save_logbook,
+                conf=conf)
         finally:
             claim.stop()
 
@@ -101,7 +111,8 @@ class Submit(base.ShowOne):
                             help='print the plan; post and change nothing')
         parser.add_argument('--wait', action='store_true',
                             help='follow the job until it ends (exit 0 '
-                            'success, 1 failed/cancelled)')
+                            'success, 1 failed/cancelled, 4 waiting at an '
+                            'approval gate)')
         parser.add_argument('--timeout', type=float, default=None,
                             help='with --wait: give up waiting after this '
                             'many seconds (exit 3)')
@@ -161,7 +172,9 @@ class Wait(base.Command):
 
     A progress bar with ETA on a terminal, plain lines otherwise.  Exit
     0 when the job succeeded, 1 when it failed or was cancelled, 3 on
-    timeout.  Ctrl-C stops waiting, never the job.
+    timeout, 4 when it waits PAUSED at an approval gate (the gate's
+    message is printed; answer with "approve" or "reject").  Ctrl-C
+    stops waiting, never the job.
     """
 
     def get_parser(self, prog_name):

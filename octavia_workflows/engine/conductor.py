@@ -184,7 +184,8 @@ class Conductor:
             outcome = runner.run_job(
                 self.persistence, job_id, claim, stop_event=self._stop,
                 save_logbook=self.conf.task_flow.jobboard_save_logbook,
-                cloud_factory=self.cloud_factory, listener=listener)
+                cloud_factory=self.cloud_factory, listener=listener,
+                conf=self.conf)
         except Exception:
             LOG.exception('job %s: runner crashed', job_id)
             outcome = runner.Outcome('PENDING', 'runner crashed',

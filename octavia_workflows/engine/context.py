@@ -4,7 +4,8 @@ It is injected into the engine's storage as the transient argument
 ``context`` (never persisted), so tasks declare ``context`` in their
 ``execute`` signature and get:
 
-- ``job_id``, ``params``, ``owner``;
+- ``job_id``, ``params``, ``owner``, ``conf`` (the running process's
+  configuration, None in library use without one);
 - ``fence()``: the fencing check to call right before any change to the
   cloud (raises :class:`~octavia_workflows.exceptions.ClaimLost`);
 - ``cloud()``: the openstacksdk-backed :mod:`octavia_workflows.cloud`
@@ -27,8 +28,12 @@ class RunContext:
     """Per-run services for tasks (see the module docstring)."""
 
     def __init__(self, job_id, workflow, params, owner, records, claim,
-                 cloud_name=None, cloud_factory=None, listener=None):
+                 cloud_name=None, cloud_factory=None, listener=None,
+                 conf=None, persistence=None):
         self.job_id = job_id
+        self.conf = conf
+        #: The persistence store (for runbooks that post follow-up jobs).
+        self.persistence = persistence
         self.workflow = workflow
         self.params = params
         self.owner = owner
@@ -133,8 +138,10 @@ class PlanContext:
     Read-only: ``cloud()`` and ``params``; there is no job yet.
     """
 
-    def __init__(self, params, cloud_name=None, cloud_factory=None):
+    def __init__(self, params, cloud_name=None, cloud_factory=None,
+                 conf=None):
         self.job_id = None
+        self.conf = conf
         self.params = params
         self.cloud_name = cloud_name
         self._cloud_factory = cloud_factory

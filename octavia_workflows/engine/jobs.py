@@ -11,7 +11,12 @@ the job's record first and then, where needed, the board is updated:
 - pause/cancel of a RUNNING job is picked up by its conductor within a
   second; in-flight steps finish, nothing new starts;
 - resume of a PAUSED job re-posts it (or runs it inline when the
-  jobboard is disabled).
+  jobboard is disabled);
+- approve/reject answer the approval gate a PAUSED job waits at
+  (:mod:`octavia_workflows.engine.gates`): approve records the answer
+  and resumes the job (``resume`` of a job waiting at a gate approves
+  it too); reject ends the job CANCELLED with the reason ``rejected at
+  gate ...``.
 
 Every method validates first and raises a
 :class:`~octavia_workflows.exceptions.UserError` subclass before changing
@@ -25,6 +30,7 @@ import socket
 import uuid
 
 from octavia_workflows import exceptions
+from octavia_workflows.engine import gates
 from octavia_workflows.engine import records as rec
 
 LOG = logging.getLogger(__name__)
@@ -100,13 +106,15 @@ class JobService:
         return self.records.get_targets(job_id)
 
     # -- submitting -------------------------------------------------------
-    def create(self, workflow, params, cloud=None):
+    def create(self, workflow, params, cloud=None, job_id=None):
         """Create the job's record and post it (jobboard mode).
 
         Connects to the board first, so an unreachable board leaves
-        nothing behind.
+        nothing behind.  ``job_id``: a chosen id (a runbook posting a
+        follow-up job picks a deterministic one, so a re-run step finds
+        the job it already posted).
         """
-        job_id = str(uuid.uuid4())
+        job_id = job_id or str(uuid.uuid4())
         mode = 'board' if self.board_enabled else 'inline'
         board = self.board() if self.board_enabled else None
         self.records.create_job(job_id, workflow.name, params, mode,
@@ -170,6 +178,8 @@ class JobService:
             raise exceptions.InvalidJobState(
                 f'job {job["id"]} already ended {job["state"]}')
         self.records.update_job(job['id'], control='cancel')
+        remaining = gates.parse(job['gate'])
+        remaining['waiting'] = None
         settle_now = job['state'] == 'PAUSED' or (
             job['state'] == 'PENDING' and self._unpost(job))
         if settle_now:
@@ -180,23 +190,30 @@ class JobService:
                                            error='job cancelled')
             self.records.update_job(
                 job['id'], expect_states=('PENDING', 'PAUSED'),
-                state='CANCELLED', control='', gate=None,
+                state='CANCELLED', control='', gate=gates.dump(remaining),
                 finished_at=rec.utcnow(), reason='cancelled by the operator')
         return self.records.get_job(job['id'])
 
     def resume(self, job_id):
-        """Resume a PAUSED job (board: re-post; inline: caller runs it)."""
+        """Resume a PAUSED job (board: re-post; inline: caller runs it).
+
+        A job waiting at an approval gate is approved first (``resume``
+        answers a gate like ``approve``).
+        """
         job = self._job(job_id)
         if job['mode'] == 'inline' or not self.board_enabled:
             if job['state'] not in ('PAUSED', 'RUNNING', 'PENDING'):
                 raise exceptions.InvalidJobState(
                     f'job {job["id"]} is {job["state"]}; nothing to resume')
+            if job['state'] == 'PAUSED':
+                self._answer_gate(job)
             return job
         if job['state'] != 'PAUSED':
             raise exceptions.InvalidJobState(
                 f'job {job["id"]} is {job["state"]}; only PAUSED jobs can '
                 f'be resumed')
         board = self.board()
+        self._answer_gate(job)
         ok = self.records.update_job(
             job['id'], expect_states=('PAUSED',), state='PENDING',
             control='', owner=None, reason=None, attempts=0,
@@ -206,6 +223,81 @@ class JobService:
                 f'job {job["id"]} changed state; try again')
         board_uuid = board.post(job['id'], job['workflow'])
         self.records.update_job(job['id'], board_job=board_uuid)
+        return self.records.get_job(job['id'])
+
+    def waiting_gate(self, job_id):
+        """``(job, gate)``: the job and the gate it waits at (or None)."""
+        job = self._job(job_id)
+        waiting = gates.parse(job['gate'])['waiting']
+        if job['state'] != 'PAUSED':
+            waiting = None
+        return job, waiting
+
+    def approve(self, job_id, gate=None):
+        """Approve the gate a PAUSED job waits at, then resume it.
+
+        :param gate: optional gate key; refused unless it is the one the
+            job waits at (guards against approving a newer question by
+            accident).
+        :raises InvalidJobState: the job is not PAUSED at a gate (nothing
+            is changed).
+        """
+        job, waiting = self.waiting_gate(job_id)
+        if waiting is None:
+            raise exceptions.InvalidJobState(
+                f'job {job["id"]} is {job["state"]} and not waiting at an '
+                f'approval gate; nothing to approve')
+        if gate and gate != waiting['gate']:
+            raise exceptions.InvalidJobState(
+                f'job {job["id"]} waits at gate {waiting["gate"]!r}, not '
+                f'{gate!r}')
+        if job['mode'] == 'board' and self.board_enabled:
+            self.board()        # unreachable board: fail before changing
+        return self.resume(job['id'])
+
+    def _answer_gate(self, job):
+        state = gates.parse(job['gate'])
+        if not state['waiting']:
+            return None
+        new, key = gates.approve(state, rec.isoformat(rec.utcnow()),
+                                 gates.operator())
+        ok = self.records.update_job(job['id'], expect_states=('PAUSED',),
+                                     gate=gates.dump(new))
+        if not ok:
+            raise exceptions.InvalidJobState(
+                f'job {job["id"]} changed state; try again')
+        LOG.info('job %s: gate %s approved', job['id'], key)
+        return key
+
+    def reject(self, job_id, reason=None):
+        """Reject the gate a PAUSED job waits at: the job ends CANCELLED.
+
+        Its reason reads ``rejected at gate KEY by WHO: MESSAGE`` plus the
+        runbook's advice for this case; targets not started are SKIPPED.
+
+        :raises InvalidJobState: the job is not PAUSED at a gate.
+        """
+        job, waiting = self.waiting_gate(job_id)
+        if waiting is None:
+            raise exceptions.InvalidJobState(
+                f'job {job["id"]} is {job["state"]} and not waiting at an '
+                f'approval gate; nothing to reject (use "cancel")')
+        new, text = gates.reject(gates.parse(job['gate']),
+                                 rec.isoformat(rec.utcnow()),
+                                 gates.operator(), reason)
+        ok = self.records.update_job(
+            job['id'], expect_states=('PAUSED',), state='CANCELLED',
+            control='', gate=gates.dump(new), finished_at=rec.utcnow(),
+            reason=text)
+        if not ok:
+            raise exceptions.InvalidJobState(
+                f'job {job["id"]} changed state; try again')
+        for target in self.records.get_targets(job['id'],
+                                               states=['PENDING']):
+            self.records.update_target(job['id'], target['target'],
+                                       state='SKIPPED',
+                                       error='job rejected at a gate')
+        LOG.info('job %s: %s', job['id'], text)
         return self.records.get_job(job['id'])
 
     def _unpost(self, job):
@@ -241,10 +333,18 @@ def view(job, progress, targets=None):
         'started_at': rec.isoformat(job['started_at']),
         'finished_at': rec.isoformat(job['finished_at']),
         'reason': job['reason'],
-        'gate': job['gate'],
+        'gate': None,
+        'approvals': [],
         'progress': {k: progress[k] for k in
                      ('total', 'done', 'failed', 'skipped', 'running')},
     }
+    gate = gates.parse(job['gate'])
+    if job['state'] == 'PAUSED':
+        out['gate'] = gates.message(gate)
+    out['approvals'] = sorted(
+        ({'gate': key, 'at': value.get('at'), 'by': value.get('by')}
+         for key, value in gate['approved'].items()),
+        key=lambda a: (a['at'] or '', a['gate']))
     if targets is not None:
         out['targets'] = [{
             'target': t['target'],

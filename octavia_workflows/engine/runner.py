@@ -116,8 +116,12 @@ def _progress_listener(records, job_id, state):
 
 
 def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
-            cloud_factory=None, listener=None):
+            cloud_factory=None, listener=None, conf=None):
     """Run (or continue) a job whose claim the caller holds.
+
+    ``conf`` (the process's configuration) is handed to the tasks as
+    ``context.conf``; runbooks that need settings (e.g. cold-upgrade's
+    command templates) read them there.
 
     :returns: :class:`Outcome`.
     :raises nothing: every failure is turned into an Outcome; unexpected
@@ -138,7 +142,7 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
     context = ctx_mod.RunContext(
         job_id, job['workflow'], job['parameters'], claim.owner, records,
         claim, cloud_name=job['cloud'], cloud_factory=cloud_factory,
-        listener=listener)
+        listener=listener, conf=conf, persistence=persistence)
     if stop_event is not None and stop_event.is_set():
         return Outcome('PENDING', 'conductor stopping', release=True)
     if job['control'] == 'cancel':

@@ -6,6 +6,11 @@ confirms the claim (fencing), then appends ``<job id> <step number>`` to
 finishes the job, and the file shows every step exactly once except at
 most the one that was interrupted (execution is at-least-once; a step
 that was running when its conductor died runs again).
+
+With ``gate_after=N`` the job also stops at an approval gate after step
+N (atom ``selftest-gate``): it checks ``approve``/``reject`` and
+``wait``'s gate handling end to end.  Without it the flow is the same
+as in earlier releases.
 """
 
 import os
@@ -15,10 +20,15 @@ from taskflow import task
 from taskflow.patterns import linear_flow
 
 from octavia_workflows import exceptions
-from octavia_workflows.flows import base
+from octavia_workflows.flows import base, gates
 
 
 def _check(params):
+    gate_after = params.get('gate_after')
+    if gate_after is not None and gate_after > params['steps']:
+        raise exceptions.InvalidParameter(
+            f'parameter gate_after: {gate_after} is above steps '
+            f'({params["steps"]})')
     path = params.get('record_to')
     if path:
         directory = os.path.dirname(os.path.abspath(path)) or '.'
@@ -70,8 +80,14 @@ class RunStep(task.Task):
 def selftest_flow(params, targets):
     """The flow: one :class:`RunStep` per planned step, in order."""
     flow = linear_flow.Flow('selftest')
+    gate_after = params.get('gate_after')
     for item in targets:
         flow.add(RunStep(item['details']['step']))
+        if item['details']['step'] == gate_after:
+            flow.add(gates.gate_flow(
+                'selftest-gate',
+                f'selftest: approve to run the steps after step '
+                f'{gate_after}'))
     return flow
 
 
@@ -87,6 +103,9 @@ WORKFLOW = base.Workflow(
         base.Param('record_to', 'path',
                    'file to append "<job id> <step>" to for each executed '
                    'step (optional)'),
+        base.Param('gate_after', 'int',
+                   'stop at an approval gate after this step (optional)',
+                   min=1, max=10000),
     ),
     factory='octavia_workflows.flows.selftest:selftest_flow',
     plan=plan,

@@ -8,7 +8,8 @@ from octavia_workflows.flows import base, selftest
 
 def test_defaults_are_applied():
     params = selftest.WORKFLOW.validate({})
-    assert params == {'steps': 5, 'step_seconds': 1.0, 'record_to': None}
+    assert params == {'steps': 5, 'step_seconds': 1.0, 'record_to': None,
+                      'gate_after': None}
 
 
 def test_values_are_typed():
