@@ -23,9 +23,6 @@ import os
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool as sa_pool
-from taskflow import exceptions as tf_exc
-from taskflow.persistence import base as tf_base
-from taskflow.persistence.backends import impl_sqlalchemy
 
 from octavia_workflows import exceptions
 from octavia_workflows.engine import records
@@ -71,97 +68,6 @@ def _make_engine(url):
             f'{redact_url(url)}: {exc}') from exc
 
 
-class FencedConnection(tf_base.Connection):
-    """A TaskFlow connection that refuses writes once the claim is lost.
-
-    Reads pass through.  Writes call ``fence()`` first; a lost claim makes
-    every write raise ``StorageFailure`` so a stale engine stops without
-    recording anything over the new owner's progress.
-    """
-
-    def __init__(self, connection, fence):
-        self._conn = connection
-        self._fence = fence
-
-    def _check(self):
-        try:
-            self._fence()
-        except exceptions.ClaimLost as exc:
-            raise tf_exc.StorageFailure(
-                f'refusing to save state: {exc}') from exc
-
-    @property
-    def backend(self):
-        return self._conn.backend
-
-    def close(self):
-        pass
-
-    def upgrade(self):
-        self._check()
-        return self._conn.upgrade()
-
-    def clear_all(self):
-        self._check()
-        return self._conn.clear_all()
-
-    def validate(self):
-        return self._conn.validate()
-
-    def update_atom_details(self, atom_detail):
-        self._check()
-        return self._conn.update_atom_details(atom_detail)
-
-    def update_flow_details(self, flow_detail):
-        self._check()
-        return self._conn.update_flow_details(flow_detail)
-
-    def save_logbook(self, book):
-        self._check()
-        return self._conn.save_logbook(book)
-
-    def destroy_logbook(self, book_uuid):
-        self._check()
-        return self._conn.destroy_logbook(book_uuid)
-
-    def get_logbook(self, book_uuid, lazy=False):
-        return self._conn.get_logbook(book_uuid, lazy=lazy)
-
-    def get_logbooks(self, lazy=False):
-        return self._conn.get_logbooks(lazy=lazy)
-
-    def get_flows_for_book(self, book_uuid):
-        return self._conn.get_flows_for_book(book_uuid)
-
-    def get_flow_details(self, fd_uuid, lazy=False):
-        return self._conn.get_flow_details(fd_uuid, lazy=lazy)
-
-    def get_atom_details(self, ad_uuid):
-        return self._conn.get_atom_details(ad_uuid)
-
-    def get_atoms_for_flow(self, fd_uuid):
-        return self._conn.get_atoms_for_flow(fd_uuid)
-
-
-class SharedConnectionBackend(tf_base.Backend):
-    """A TaskFlow backend that reuses one connection object.
-
-    With ``fence`` set, the connection is a :class:`FencedConnection`.
-    """
-
-    def __init__(self, backend, fence=None):
-        super().__init__({})
-        self._backend = backend
-        conn = backend.get_connection()
-        self._conn = FencedConnection(conn, fence) if fence else conn
-
-    def get_connection(self):
-        return self._conn
-
-    def close(self):
-        pass
-
-
 class Persistence:
     """Access to the persistence database.
 
@@ -172,10 +78,20 @@ class Persistence:
     def __init__(self, url):
         self.url = url
         self.engine = _make_engine(url)
-        self._tf_backend = impl_sqlalchemy.SQLAlchemyBackend(
-            {'connection': url}, engine=self.engine)
         self.records = records.Records(self.engine)
+        self._tf = None
         self._shared = None
+
+    @property
+    def _tf_backend(self):
+        # TaskFlow is imported only by what runs jobs or changes the
+        # schema: listing and showing jobs stay quick to start.
+        if self._tf is None:
+            from taskflow.persistence.backends import impl_sqlalchemy
+
+            self._tf = impl_sqlalchemy.SQLAlchemyBackend(
+                {'connection': self.url}, engine=self.engine)
+        return self._tf
 
     @property
     def is_sqlite(self):
@@ -183,10 +99,12 @@ class Persistence:
 
     def taskflow_backend(self, fence=None):
         """A TaskFlow persistence backend over this database."""
+        from octavia_workflows.engine import tfstore
+
         if fence is not None:
-            return SharedConnectionBackend(self._tf_backend, fence)
+            return tfstore.SharedConnectionBackend(self._tf_backend, fence)
         if self._shared is None:
-            self._shared = SharedConnectionBackend(self._tf_backend)
+            self._shared = tfstore.SharedConnectionBackend(self._tf_backend)
         return self._shared
 
     def check(self):
@@ -229,6 +147,8 @@ class Persistence:
         :raises BackendUnavailable: the database cannot be reached or the
             upgrade failed (the error says why).
         """
+        from taskflow import exceptions as tf_exc
+
         try:
             with self._upgrade_lock():
                 conn = self._tf_backend.get_connection()
