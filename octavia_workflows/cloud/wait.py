@@ -16,10 +16,11 @@ from octavia_workflows import exceptions
 #: ``since``.
 POLL = 0.2
 #: With ``since``: polls come every 1/20 of the time the operation has
-#: taken so far, within these bounds, so that a quick no-op failover is
-#: seen within ~0.1 s and a 10-minute amphora build costs one GET every
-#: 2 s (detection adds at most ~5% to any wait).
-MIN_POLL = 0.1
+#: taken so far, within these bounds, so that a quick failover is seen
+#: within ~0.25 s and a 10-minute amphora build costs one GET every 2 s
+#: (detection adds at most ~5% to a long wait, and many targets in
+#: flight never poll the API harder than 4 requests a second each).
+MIN_POLL = 0.25
 MAX_POLL = 2.0
 
 PENDING_PREFIX = 'PENDING_'
