@@ -34,7 +34,8 @@ def print_plan(command, parsed_args, workflow, params, cloud):
         raise exceptions.ConfigError(
             f'workflow {workflow.name} needs a cloud: pass --os-cloud NAME '
             f'or set [cloud] name')
-    plan_context = context.PlanContext(params, cloud_name=cloud)
+    plan_context = context.PlanContext(params, cloud_name=cloud,
+                                       conf=command.app.manager.conf)
     if workflow.preflight is not None:
         workflow.preflight(plan_context, params, True)
     plan = workflow.plan(plan_context, params)

@@ -140,8 +140,8 @@ class Submit(base.ShowOne):
         if workflow.preflight is not None:
             from octavia_workflows.engine import context
 
-            workflow.preflight(context.PlanContext(params, cloud_name=cloud),
-                               params, False)
+            workflow.preflight(context.PlanContext(
+                params, cloud_name=cloud, conf=manager.conf), params, False)
         job_id = manager.jobs.create(workflow, params, cloud=cloud)
         timed_out = False
         if not manager.jobs.board_enabled:

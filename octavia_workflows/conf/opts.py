@@ -195,6 +195,79 @@ cloud_opts = [
     ),
 ]
 
+#: (service, unit) in the order the Upgrade Guide stops them.
+COLD_UPGRADE_SERVICES = (
+    ('housekeeping', 'octavia-housekeeping'),
+    ('health_manager', 'octavia-health-manager'),
+    ('api', 'octavia-api'),
+    ('worker', 'octavia-worker'),
+)
+
+
+def _service_opts():
+    result = []
+    for service, unit in COLD_UPGRADE_SERVICES:
+        for verb in ('stop', 'start'):
+            result.append(cfg.StrOpt(
+                f'{service}_{verb}_command',
+                default=f'systemctl {verb} {unit}',
+                help=f'Command that {verb}s the {unit} service on one '
+                f'controller; run once per host in "controllers". '
+                f'Placeholders: {{host}}, {{job_id}}, {{secret:NAME}}. It '
+                f'must be safe to run twice (systemctl {verb} is): it is '
+                f'run again when a conductor died while it ran. Empty: '
+                f'this service is not stopped or started (reported as '
+                f'skipped).'))
+    return result
+
+
+cold_upgrade_opts = [
+    cfg.ListOpt(
+        'controllers',
+        default=['localhost'],
+        help='Controllers whose Octavia services the cold-upgrade runbook '
+        'stops and starts. With more than one, every service command '
+        'must use {host} (e.g. "ssh {host} sudo systemctl stop '
+        'octavia-api").',
+    ),
+] + _service_opts() + [
+    cfg.StrOpt(
+        'db_upgrade_command',
+        default='octavia-db-manage --config-file /etc/octavia/octavia.conf '
+        'upgrade head',
+        help='Command that upgrades the Octavia database to the installed '
+        'release (run once, after the approval gate). Placeholders: '
+        '{job_id}, {secret:NAME}.',
+    ),
+    cfg.StrOpt(
+        'backup_command',
+        help='Command that backs up the Octavia database to {backup_file} '
+        'before the upgrade, e.g. "shell: mysqldump --single-transaction '
+        'octavia > {backup_file}". Unset: submit with backup=false.',
+    ),
+    cfg.StrOpt(
+        'backup_file',
+        default='/var/backups/octavia/octavia-{job_id}.sql',
+        help='File name given to backup_command as {backup_file} ({job_id} '
+        'is replaced); shown in the report.',
+    ),
+    cfg.IntOpt(
+        'command_timeout',
+        default=900,
+        min=1,
+        help='Seconds one command may run before it is killed (and its '
+        'step fails).',
+    ),
+    cfg.DictOpt(
+        'secrets',
+        default={},
+        secret=True,
+        help='Values the commands use as {secret:NAME}, e.g. '
+        '"db_password:XYZ". They are substituted only when a command '
+        'runs: never logged, shown or stored (shown as ***).',
+    ),
+]
+
 
 def list_opts():
     """Option groups for oslo-config-generator."""
@@ -203,4 +276,5 @@ def list_opts():
         ('task_flow', task_flow_opts),
         ('conductor', conductor_opts),
         ('cloud', cloud_opts),
+        ('cold_upgrade', cold_upgrade_opts),
     ]

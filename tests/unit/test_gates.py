@@ -11,7 +11,6 @@ from octavia_workflows.engine import gates, jobs
 from octavia_workflows.engine import persistence as pers
 from octavia_workflows.flows import selftest
 
-
 # -- pure state logic ------------------------------------------------------
 
 
