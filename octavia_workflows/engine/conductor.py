@@ -59,6 +59,12 @@ class Conductor:
         self.workers = max(1, int(workers))
         self.listener = listener or (lambda event, **fields: None)
         self.cloud_factory = cloud_factory
+        # TaskFlow (and with it eventlet) must be imported on the main
+        # thread: imported first inside a job's worker thread, it leaves
+        # that thread unjoinable and the process hangs at exit.
+        import taskflow.engines  # noqa: F401
+
+        persistence.taskflow_backend()
         self._stop = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.workers, thread_name_prefix='conductor-job')

@@ -112,7 +112,7 @@ def test_a_job_that_kills_every_conductor_ends_failed(make_deployment):
 
 def test_ctrl_c_stops_waiting_never_the_job(make_deployment):
     dep = make_deployment('redis', 'sqlite')
-    dep.conductor('ctl-wait')
+    conductor = dep.conductor('ctl-wait')
     job_id = dep.submit('selftest', steps=6, step_seconds=0.4)
     dep.wait_for(job_id, lambda j: j['state'] == 'RUNNING', what='RUNNING')
     waiter = start(dep.path, 'wait', job_id, log=dep.tmp_path / 'wait.log')
@@ -124,3 +124,6 @@ def test_ctrl_c_stops_waiting_never_the_job(make_deployment):
     assert 'Traceback' not in out
     assert dep.cli('wait', job_id, '--timeout', '60').returncode == 0
     assert dep.show(job_id)['progress']['done'] == 6
+    # A conductor that has finished jobs still stops at once on SIGTERM.
+    conductor.send_signal(signal.SIGTERM)
+    assert conductor.wait(timeout=10) == 0
