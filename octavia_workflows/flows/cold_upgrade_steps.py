@@ -81,7 +81,7 @@ class Step(task.Task):
 
     def execute(self, context):
         row = context.target(self.target)
-        if row is None or row['state'] in states.TARGET_FINISHED:
+        if row is None or row['state'] in (states.DONE, states.SKIPPED):
             return row['state'] if row else None
         if row['state'] == states.FAILED:
             gates.require(

@@ -42,6 +42,7 @@ def _argv(box, service):
 
 
 def stop(box, service):
+    box.state = box._load_state() or box.state
     pid = box.state.get('pids', {}).get(service)
     started = box.state.get('starts', {}).get(service)
     if pid and procs.is_same(pid, started):
@@ -53,6 +54,7 @@ def stop(box, service):
 
 
 def start(box, service, timeout=60.0):
+    box.state = box._load_state() or box.state
     if box._alive(service):
         return
     box.state.setdefault('pids', {})
