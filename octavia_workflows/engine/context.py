@@ -78,12 +78,7 @@ class RunContext:
         """The job's cloud client (see :mod:`octavia_workflows.cloud`)."""
         with self._lock:
             if self._cloud is None:
-                if self._cloud_factory is None:
-                    from octavia_workflows import cloud
-
-                    self._cloud = cloud.connect(self.cloud_name)
-                else:
-                    self._cloud = self._cloud_factory(self.cloud_name)
+                self._cloud = _connect(self.cloud_name, self._cloud_factory)
             return self._cloud
 
     # -- the report -------------------------------------------------------
@@ -149,13 +144,16 @@ class PlanContext:
 
     def cloud(self):
         if self._cloud is None:
-            if self._cloud_factory is None:
-                from octavia_workflows import cloud
-
-                self._cloud = cloud.connect(self.cloud_name)
-            else:
-                self._cloud = self._cloud_factory(self.cloud_name)
+            self._cloud = _connect(self.cloud_name, self._cloud_factory)
         return self._cloud
 
     def fence(self):
         """Nothing to fence: a dry run changes nothing."""
+
+
+def _connect(cloud_name, factory):
+    if factory is not None:
+        return factory(cloud_name)
+    from octavia_workflows import cloud
+
+    return cloud.connect(cloud_name)
