@@ -137,8 +137,13 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
     try:
         workflow = flows_base.get(job['workflow'])
     except exceptions.UnknownWorkflow as exc:
-        return _settle(records, job_id, claim,
-                       Outcome('FAILED', f'{exc} on this conductor'))
+        # During a rolling upgrade a conductor of the previous release may
+        # claim a job of a workflow added since: give it back (with the
+        # usual backoff) for an upgraded conductor; the conductor's
+        # attempt limit ends it FAILED if none ever knows it.
+        return _settle(records, job_id, claim, Outcome(
+            'PENDING', f'transient failure: {exc} on this conductor',
+            release=True))
     context = ctx_mod.RunContext(
         job_id, job['workflow'], job['parameters'], claim.owner, records,
         claim, cloud_name=job['cloud'], cloud_factory=cloud_factory,

@@ -149,3 +149,41 @@ if __name__ == '__main__':
     if sys.argv[1:] != ['--write']:
         raise SystemExit('usage: test_upgrade.py --write')
     _write()
+
+
+def test_unknown_workflow_is_left_for_an_upgraded_conductor(
+        make_deployment):
+    """A conductor that does not know a job's workflow (a newer release
+    posted it) gives it back; with no conductor knowing it the job ends
+    FAILED after the attempt limit, with the reason."""
+    from octavia_workflows.conf import load
+    from octavia_workflows.engine import jobboard, jobs
+    from octavia_workflows.engine import persistence as pers
+
+    dep = make_deployment('redis', 'sqlite',
+                          conductor={'max_job_attempts': 2})
+    conf = load([dep.path])
+    store = pers.Persistence(conf.task_flow.persistence_connection)
+
+    def board():
+        driver = jobboard.fetch(conf)
+        driver.connect()
+        return driver
+
+    service = jobs.JobService(conf, store, board_factory=board)
+
+    class Newer:
+        name = 'from-a-newer-release'
+
+    try:
+        job_id = service.create(Newer, {})
+    finally:
+        service.close()
+        store.close()
+    dep.conductor('old')
+    job = dep.wait_for(job_id, lambda j: j['state'] == 'FAILED',
+                       timeout=60, what='FAILED')
+    assert job['reason'] == (
+        "gave up after 2 attempts without progress: transient failure: "
+        "unknown workflow 'from-a-newer-release' (see \"octavia-workflow "
+        "flows\") on this conductor")
