@@ -168,3 +168,36 @@ def test_cancel_keeps_the_approval_history(service):
     job = service.records.get_job(job_id)
     assert job['state'] == 'CANCELLED'
     assert gates.approved(gates.parse(job['gate']), 'selftest-gate')
+
+
+# -- wait output -------------------------------------------------------------
+
+
+def _view(state, gate=None, reason=None):
+    return {'id': 'J1', 'state': state, 'owner': 'c1', 'reason': reason,
+            'gate': gate, 'targets': [],
+            'progress': {'total': 2, 'done': 1, 'failed': 0, 'skipped': 0,
+                         'running': 0}}
+
+
+def test_follow_stops_at_a_gate_and_prints_how_to_answer():
+    import io
+
+    from octavia_workflows.cli import progress, submit
+
+    views = iter([_view('RUNNING'),
+                  _view('PAUSED', 'upgrade now', 'waiting for approval at '
+                        'gate g1')])
+    out = io.StringIO()
+    last, timed_out = progress.follow(lambda: next(views), stream=out,
+                                      interval=0, tty=False, timeout=30)
+    assert not timed_out and last['state'] == 'PAUSED'
+    assert out.getvalue().splitlines() == [
+        'job J1: RUNNING on c1',
+        'job J1: PAUSED (waiting for approval at gate g1)',
+        'approval needed: upgrade now',
+        'answer with "octavia-workflow approve J1" or "octavia-workflow '
+        'reject J1"']
+    assert submit.exit_code(last) == 4
+    assert submit.exit_code(_view('PAUSED', reason='paused')) == 1
+    assert 'approval needed: upgrade now' in progress.bar_line(last, None)
