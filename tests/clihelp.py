@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 BIN = shutil.which('octavia-workflow', path=os.path.dirname(sys.executable))
 
@@ -51,3 +52,19 @@ def start(conf_path, *args, log=None, env=None):
 def _default_signals():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def poll_job(show, job_id, predicate, timeout=60, what='condition',
+             interval=0.1):
+    """``show(job_id)`` until ``predicate(job)``; returns that job.
+
+    Fails the test with the last view after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    job = None
+    while time.monotonic() < deadline:
+        job = show(job_id)
+        if predicate(job):
+            return job
+        time.sleep(interval)
+    raise AssertionError(f'{what} not reached in {timeout} s: {job}')

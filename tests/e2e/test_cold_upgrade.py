@@ -11,23 +11,23 @@ approval gate and while the database upgrade runs.
 """
 
 import json
+import pathlib
 import signal
 import sys
 import time
 import uuid
 
-from clihelp import run, start, write_conf
 import pytest
 
+from e2e.runbookhelp import RunbookCli
 from owtools.sandbox import Sandbox, SandboxError, seed
 from owtools.sandbox.api import OctaviaApi
 
 pytestmark = pytest.mark.e2e
 
 EXPIRY = 4
-TOOLS = str(__import__('pathlib').Path(__file__).resolve().parents[2]
-            / 'tools')
-VENV_BIN = str(__import__('pathlib').Path(sys.executable).parent)
+TOOLS = str(pathlib.Path(__file__).resolve().parents[2] / 'tools')
+VENV_BIN = str(pathlib.Path(sys.executable).parent)
 
 
 @pytest.fixture(scope='module')
@@ -46,7 +46,7 @@ def box(tmp_path_factory, mariadb_server):
     sandbox.stop(quiet=True)
 
 
-class Upgrade:
+class Upgrade(RunbookCli):
     """A configuration whose [cold_upgrade] drives the sandbox ``box``."""
 
     def __init__(self, tmp_path, box, mariadb, redis=None):
@@ -56,7 +56,6 @@ class Upgrade:
         self.db_log = tmp_path / 'db-upgrade.log'
         self.fail_once = tmp_path / 'fail-once'
         self.password = mariadb.password
-        self.url = f'sqlite:///{tmp_path}/persistence.sqlite'
         ctl = (f'env PYTHONPATH={TOOLS} {sys.executable} -m '
                f'owtools.sandbox.servicectl --dir {box.dir} --log '
                f'{self.svc_log} --fail-once {self.fail_once} --host {{host}}')
@@ -76,56 +75,16 @@ class Upgrade:
             f'shell: echo started >> {self.db_log} && sleep 2 && '
             f'{VENV_BIN}/octavia-db-manage --config-file {box.conf_path} '
             f'upgrade head')
-        task_flow = {'persistence_connection': self.url,
-                     'jobboard_enabled': bool(redis)}
-        if redis:
-            task_flow.update(
-                jobboard_backend_driver='redis_taskflow_driver',
-                jobboard_backend_hosts='127.0.0.1',
-                jobboard_backend_port=redis.port,
-                jobboard_backend_password=redis.password,
-                jobboard_backend_namespace=f'owcu_{uuid.uuid4().hex[:8]}',
-                jobboard_expiration_time=EXPIRY)
-        self.conf = write_conf(tmp_path / 'ow.conf', task_flow=task_flow,
-                               conductor={'poll_interval': 0.2},
-                               cloud={'name': box.cloud_name},
-                               cold_upgrade=group)
-        self.env = {'OS_CLIENT_CONFIG_FILE': str(box.clouds_yaml)}
-        self.procs = []
-        self.cli('db', 'upgrade', check=0)
-
-    def cli(self, *args, check=None, timeout=180):
-        return run(self.conf, *args, check=check, timeout=timeout,
-                   env=self.env)
-
-    def show(self, job_id):
-        return json.loads(self.cli('show', job_id, '-f', 'json',
-                                   check=0).stdout)
-
-    def report(self, job_id):
-        rows = json.loads(self.cli('report', job_id, '-f', 'json',
-                                   check=0).stdout)
-        return {r['target']: r for r in rows}
-
-    def conductor(self, name):
-        log = self.tmp / f'conductor-{name}.log'
-        proc = start(self.conf, '--debug', 'conductor', '--name', name,
-                     log=log, env=self.env)
-        proc.log = log
-        self.procs.append(proc)
-        return proc
+        super().__init__(
+            tmp_path, 'redis' if redis else None, redis, expiry=EXPIRY,
+            cloud=box.cloud_name, groups={'cold_upgrade': group},
+            env={'OS_CLIENT_CONFIG_FILE': str(box.clouds_yaml)})
 
     def services(self):
         if not self.svc_log.exists():
             return []
         return [tuple(line.split()[:2]) for line in
                 self.svc_log.read_text().splitlines()]
-
-    def stop(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture

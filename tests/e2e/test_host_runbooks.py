@@ -15,10 +15,10 @@ import signal
 import time
 import uuid
 
-from clihelp import run, start, write_conf
 import pytest
 import sqlalchemy as sa
 
+from e2e.runbookhelp import RunbookCli, failovers, lb_status, live_amphorae
 from octavia_workflows.engine import records as rec
 from owtools.sandbox import seed
 
@@ -29,90 +29,14 @@ EXPIRY = 3
 FINISHED = ('SUCCESS', 'FAILED', 'CANCELLED')
 
 
-class Cli:
-    """One configuration (inline, or a Redis jobboard) and the CLI."""
-
-    def __init__(self, tmp_path, redis=None):
-        self.tmp_path = tmp_path
-        self.url = f'sqlite:///{tmp_path}/persistence.sqlite'
-        task_flow = {'persistence_connection': self.url,
-                     'jobboard_enabled': bool(redis),
-                     'jobboard_expiration_time': EXPIRY}
-        if redis:
-            task_flow.update(
-                jobboard_backend_driver='redis_taskflow_driver',
-                jobboard_backend_hosts='127.0.0.1',
-                jobboard_backend_port=redis.port,
-                jobboard_backend_password=redis.password,
-                jobboard_backend_namespace=f'owhost_{uuid.uuid4().hex[:8]}')
-        self.conf = write_conf(tmp_path / 'ow.conf', task_flow=task_flow,
-                               conductor={'poll_interval': 0.2},
-                               cloud={'name': 'sandbox'})
-        self.procs = []
-        self.cli('db', 'upgrade', check=0)
-
-    def cli(self, *args, check=None, timeout=180):
-        return run(self.conf, *args, check=check, timeout=timeout)
-
-    def params(self, params):
-        return [f'--param={k}={v}' for k, v in params.items()]
-
-    def plan(self, workflow, **params):
-        return json.loads(self.cli('submit', workflow, '--dry-run', '-f',
-                                   'json', *self.params(params),
-                                   check=0).stdout)
-
-    def submit(self, workflow, check=None, **params):
-        proc = self.cli('submit', workflow, '-f', 'json',
-                        *self.params(params), check=check)
-        return json.loads(proc.stdout) if proc.stdout.strip() else None
-
-    def show(self, job_id):
-        return json.loads(self.cli('show', job_id, '-f', 'json',
-                                   check=0).stdout)
-
-    def report(self, job_id):
-        rows = json.loads(self.cli('report', job_id, '-f', 'json',
-                                   check=0).stdout)
-        return {r['target']: r for r in rows}
-
-    def jobs(self):
-        return json.loads(self.cli('list', '--all', '-f', 'json',
-                                   check=0).stdout)
-
-    def background(self, name, *args):
-        proc = start(self.conf, '--debug', *args,
-                     log=self.tmp_path / f'{name}.log')
-        self.procs.append(proc)
-        return proc
-
-    def wait_for(self, job_id, predicate, timeout=90, what='condition'):
-        deadline = time.monotonic() + timeout
-        job = None
-        while time.monotonic() < deadline:
-            job = self.show(job_id)
-            if predicate(job):
-                return job
-            time.sleep(0.1)
-        raise AssertionError(f'{what} not reached in {timeout} s: {job}')
-
-    def records(self):
-        return rec.Records(sa.create_engine(self.url))
-
-    def stop(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture
 def cli(tmp_path, request):
     made = []
 
     def make(redis=False):
         server = request.getfixturevalue('redis_server') if redis else None
-        made.append(Cli(tmp_path, server))
+        made.append(RunbookCli(tmp_path, 'redis' if redis else None, server,
+                               expiry=EXPIRY))
         return made[-1]
 
     yield make
@@ -155,30 +79,6 @@ def seed_on(sandbox, standin, host, singles=0, pairs=0):
         lbs += (seed.seed_api(sandbox.api, pairs, topology='ACTIVE_STANDBY')
                 if pairs else [])
     return lbs
-
-
-def live_amphorae(sandbox, lb_id):
-    return [a for a in sandbox.accounting().amphorae(lb_id)
-            if a['status'] != 'DELETED']
-
-
-def failovers(sandbox, lb_ids):
-    """{lb: (live, deleted)} -- (n, n) means exactly one failover each."""
-    result = {}
-    for lb_id, by_status in sandbox.accounting().amphorae_by_lb(
-            lb_ids).items():
-        live = sum(n for s, n in by_status.items() if s != 'DELETED')
-        result[lb_id] = (live, by_status.get('DELETED', 0))
-    return result
-
-
-def lb_status(sandbox, lb_ids):
-    with sandbox.accounting().engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            'SELECT id, provisioning_status FROM load_balancer WHERE id IN '
-            ':ids').bindparams(sa.bindparam('ids', expanding=True)),
-            {'ids': list(lb_ids)})
-        return dict(rows.fetchall())
 
 
 def set_lb_status(sandbox, lb_id, status):

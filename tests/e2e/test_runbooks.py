@@ -11,10 +11,10 @@ import signal
 import time
 import uuid
 
-from clihelp import run, start, write_conf
 import pytest
 import sqlalchemy as sa
 
+from e2e.runbookhelp import RunbookCli, failovers, lb_status, live_amphorae
 from octavia_workflows.engine import records as rec
 from owtools.sandbox import seed
 
@@ -28,90 +28,13 @@ IMAGE_TAG = 'amphora'
 # -- helpers -------------------------------------------------------------
 
 
-class Runbooks:
-    """One configuration (jobboard or inline) and the CLI against it."""
-
-    def __init__(self, tmp_path, board=None, server=None):
-        self.tmp_path = tmp_path
-        self.url = f'sqlite:///{tmp_path}/persistence.sqlite'
-        task_flow = {'persistence_connection': self.url,
-                     'jobboard_enabled': bool(board)}
-        if board:
-            task_flow.update(
-                jobboard_backend_hosts='127.0.0.1',
-                jobboard_backend_port=server.port,
-                jobboard_backend_namespace=f'owe2e_{uuid.uuid4().hex[:10]}',
-                jobboard_expiration_time=EXPIRY)
-            if board == 'redis':
-                task_flow['jobboard_backend_driver'] = 'redis_taskflow_driver'
-                task_flow['jobboard_backend_password'] = server.password
-            else:
-                task_flow['jobboard_backend_driver'] = \
-                    'zookeeper_taskflow_driver'
-        self.conf = write_conf(tmp_path / 'ow.conf', task_flow=task_flow,
-                               conductor={'poll_interval': 0.2},
-                               cloud={'name': 'sandbox'})
-        self.procs = []
-        self.cli('db', 'upgrade', check=0)
-
-    def cli(self, *args, check=None, timeout=180):
-        return run(self.conf, *args, check=check, timeout=timeout)
-
-    def submit(self, workflow, check=None, **params):
-        args = ['submit', workflow, '-f', 'json']
-        for key, value in params.items():
-            args += ['--param', f'{key}={value}']
-        proc = self.cli(*args, check=check)
-        return json.loads(proc.stdout) if proc.stdout.strip() else None
-
-    def show(self, job_id):
-        return json.loads(self.cli('show', job_id, '-f', 'json',
-                                   check=0).stdout)
-
-    def report(self, job_id):
-        rows = json.loads(self.cli('report', job_id, '-f', 'json',
-                                   check=0).stdout)
-        return {r['target']: r for r in rows}
-
-    def conductor(self, name):
-        log = self.tmp_path / f'conductor-{name}.log'
-        proc = start(self.conf, '--debug', 'conductor', '--name', name,
-                     log=log)
-        self.procs.append(proc)
-        return proc
-
-    def wait_for(self, job_id, predicate, timeout=90, what='condition'):
-        deadline = time.monotonic() + timeout
-        job = None
-        while time.monotonic() < deadline:
-            job = self.show(job_id)
-            if predicate(job):
-                return job
-            time.sleep(0.1)
-        raise AssertionError(f'{what} not reached in {timeout} s: {job}')
-
-    def targets(self, job_id):
-        """The job's target records, straight from the database."""
-        engine = sa.create_engine(self.url)
-        try:
-            return rec.Records(engine).get_targets(job_id)
-        finally:
-            engine.dispose()
-
-    def stop(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture
 def runbooks(tmp_path, request):
     made = []
 
     def make(board=None):
         server = request.getfixturevalue(f'{board}_server') if board else None
-        made.append(Runbooks(tmp_path, board, server))
+        made.append(RunbookCli(tmp_path, board, server, expiry=EXPIRY))
         return made[-1]
 
     yield make
@@ -130,33 +53,9 @@ def new_image(sandbox):
     return image['id']
 
 
-def lb_status(sandbox, lb_ids):
-    with sandbox.accounting().engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            'SELECT id, provisioning_status FROM load_balancer WHERE id IN '
-            ':ids').bindparams(sa.bindparam('ids', expanding=True)),
-            {'ids': list(lb_ids)})
-        return dict(rows.fetchall())
-
-
 def sql(sandbox, statement, **params):
     with sandbox.accounting().engine.begin() as conn:
         conn.execute(sa.text(statement), params)
-
-
-def live_amphorae(sandbox, lb_id):
-    return [a for a in sandbox.accounting().amphorae(lb_id)
-            if a['status'] != 'DELETED']
-
-
-def failed_over_once(sandbox, lb_ids):
-    """{lb: (live, deleted)} -- (n, n) means exactly one failover."""
-    result = {}
-    for lb_id, by_status in sandbox.accounting().amphorae_by_lb(
-            lb_ids).items():
-        live = sum(n for s, n in by_status.items() if s != 'DELETED')
-        result[lb_id] = (live, by_status.get('DELETED', 0))
-    return result
 
 
 def wait_pending(sandbox, lb_ids, timeout=60):
@@ -209,7 +108,7 @@ def test_dry_run_lists_targets_and_skips_and_changes_nothing(
     # nothing was posted or changed
     assert rb.cli('list', '--all', '-f', 'json', check=0).stdout.strip() \
         == '[]'
-    assert failed_over_once(sandbox, single + pair) == {
+    assert failovers(sandbox, single + pair) == {
         single[0]: (1, 0), pair[0]: (2, 0)}
     seed_wait = time.monotonic() + 30
     while lb_status(sandbox, [busy])[busy] != 'ACTIVE':
@@ -260,7 +159,7 @@ def test_rotate_images_exactly_once_across_sigkill(sandbox, runbooks,
     assert final['progress'] == {'total': 5, 'done': 5, 'failed': 0,
                                  'skipped': 0, 'running': 0}
     # exactly once, counted in Octavia's database
-    counts = failed_over_once(sandbox, lbs)
+    counts = failovers(sandbox, lbs)
     assert counts == {**{lb: (1, 1) for lb in singles},
                       **{lb: (2, 2) for lb in pairs}}
     report = rb.report(job_id)
@@ -336,7 +235,7 @@ def test_breaker_pauses_resume_continues_cancel_ends_cleanly(
     assert report[lbs[3]]['error'] == 'job cancelled'
     # nothing half-done: the in-flight one finished, the rest untouched
     assert lb_status(sandbox, lbs[2:]) == {lb: 'ACTIVE' for lb in lbs[2:]}
-    counts = failed_over_once(sandbox, lbs[2:])
+    counts = failovers(sandbox, lbs[2:])
     assert counts == {lbs[2]: (1, 1), lbs[3]: (1, 0), lbs[4]: (1, 0)}
 
 
@@ -363,7 +262,7 @@ def test_failover_amphorae_restores_error_amphorae(sandbox, runbooks):
     assert report[master['id']]['action'] == 'amphora-failover'
     assert report[lone['id']]['action'] == 'lb-failover'
     assert all(r['state'] == 'DONE' for r in report.values())
-    assert failed_over_once(sandbox, [pair, single, healthy]) == {
+    assert failovers(sandbox, [pair, single, healthy]) == {
         pair: (2, 1), single: (1, 1), healthy: (1, 0)}
     assert lb_status(sandbox, [pair, single]) == {pair: 'ACTIVE',
                                                   single: 'ACTIVE'}
@@ -394,7 +293,7 @@ def test_rotate_certificates_within_days(sandbox, runbooks):
         'certificate valid'}
     view = rb.submit('rotate-certificates', check=0, **params)
     assert view['state'] == 'SUCCESS', view
-    assert failed_over_once(sandbox, [pair, single]) == {
+    assert failovers(sandbox, [pair, single]) == {
         pair: (2, 1), single: (1, 0)}
     roles = sorted(a['role'] for a in live_amphorae(sandbox, pair))
     assert roles == ['BACKUP', 'MASTER']
@@ -463,5 +362,5 @@ def test_act_step_recognises_its_own_earlier_call(sandbox, runbooks):
     assert rows[issued]['state'] == rows[intended]['state'] == 'DONE'
     assert rows[issued]['details'].get('recovered') is True
     assert 'recovered' not in rows[intended]['details']
-    assert failed_over_once(sandbox, pending) == {issued: (1, 1),
+    assert failovers(sandbox, pending) == {issued: (1, 1),
                                                   intended: (1, 1)}

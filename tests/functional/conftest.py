@@ -7,9 +7,8 @@ pair with a namespace and database unique to the test.
 
 import json
 import signal
-import time
 
-from clihelp import run, start, write_conf
+from clihelp import poll_job, run, start, write_conf
 import pytest
 
 BOARDS = ('redis', 'zookeeper')
@@ -72,14 +71,8 @@ class Deployment:
         return proc
 
     def wait_for(self, job_id, predicate, timeout=60, what='condition'):
-        deadline = time.monotonic() + timeout
-        job = None
-        while time.monotonic() < deadline:
-            job = self.show(job_id)
-            if predicate(job):
-                return job
-            time.sleep(0.2)
-        raise AssertionError(f'{what} not reached in {timeout} s: {job}')
+        return poll_job(self.show, job_id, predicate, timeout, what,
+                        interval=0.2)
 
     def stop_all(self):
         for proc in self.conductors:
