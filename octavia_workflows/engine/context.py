@@ -13,12 +13,21 @@ It is injected into the engine's storage as the transient argument
 - ``target_*`` helpers that update the per-target report rows, fenced
   so a stale conductor cannot overwrite the new owner's records;
 - ``stopping``: True once the job should start nothing new (pause,
-  cancel, conductor shutdown, lost claim) — long waits poll it.
+  cancel, conductor shutdown, lost claim) — long waits poll it;
+- ``records``: the job records, through :class:`PatientRecords`: a
+  database outage makes a task wait for the database (while it still
+  holds the claim) instead of failing, because a failing task would make
+  TaskFlow revert the whole flow and lose its saved progress.
 """
 
+import functools
 import logging
 import threading
+import time
 
+from sqlalchemy import exc as sa_exc
+
+from octavia_workflows import exceptions
 from octavia_workflows.engine import records as rec
 
 LOG = logging.getLogger(__name__)
@@ -37,7 +46,7 @@ class RunContext:
         self.workflow = workflow
         self.params = params
         self.owner = owner
-        self.records = records
+        self.records = PatientRecords(records, claim)
         self.claim = claim
         self.cloud_name = cloud_name
         self._cloud_factory = cloud_factory
@@ -157,3 +166,54 @@ def _connect(cloud_name, factory):
     from octavia_workflows import cloud
 
     return cloud.connect(cloud_name)
+
+
+#: Database errors that mean "not reachable right now".
+OUTAGE = (sa_exc.OperationalError, sa_exc.InterfaceError,
+          sa_exc.DisconnectionError)
+
+
+class PatientRecords:
+    """The job records, waiting out a database outage.
+
+    Every call is retried (0.5 s, doubling to 5 s) while the database is
+    unreachable, as long as the claim is still held and for at most
+    ``grace`` seconds; then the last error is raised (the runner treats
+    it as transient: the job is released and tried again later).  A lost
+    claim raises :class:`~octavia_workflows.exceptions.ClaimLost`.
+    """
+
+    def __init__(self, records, claim, grace=600.0):
+        self._records = records
+        self._claim = claim
+        self._grace = grace
+
+    def __getattr__(self, name):
+        method = getattr(self._records, name)
+        if not callable(method):
+            return method
+
+        @functools.wraps(method)
+        def patient(*args, **kwargs):
+            deadline = time.monotonic() + self._grace
+            delay = 0.5
+            while True:
+                try:
+                    return method(*args, **kwargs)
+                except OUTAGE as exc:
+                    if self._claim.lost or time.monotonic() > deadline:
+                        raise
+                    LOG.warning('database unreachable (%s); retrying in '
+                                '%.1f s', _first_line(exc), delay)
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+                if self._claim.lost:
+                    raise exceptions.ClaimLost(
+                        'claim lost while the database was unreachable')
+
+        return patient
+
+
+def _first_line(exc):
+    text = str(getattr(exc, 'orig', None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

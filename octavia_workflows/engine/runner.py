@@ -23,6 +23,7 @@ import datetime
 import logging
 import threading
 
+from sqlalchemy import exc as sa_exc
 from taskflow import exceptions as tf_exc
 from taskflow import states as tf_states
 from taskflow.persistence import models
@@ -239,7 +240,11 @@ def _link(source, target, done):
 
 
 def _failure_outcome(exc, job_id):
-    transient = (tf_exc.StorageFailure, exceptions.BackendUnavailable)
+    # A database or backend outage is worth another attempt later: the
+    # step that was running is idempotent and runs again on resume.
+    transient = (tf_exc.StorageFailure, exceptions.BackendUnavailable,
+                 sa_exc.OperationalError, sa_exc.InterfaceError,
+                 sa_exc.DisconnectionError)
     cause = exc
     while cause is not None and not isinstance(cause, transient):
         cause = cause.__cause__
