@@ -56,7 +56,8 @@ def print_plan(command, parsed_args, workflow, params, cloud):
 
             out.write(yaml.safe_dump(doc, sort_keys=True))
         return base.EXIT_OK
-    rows = plan_rows(plan)
+    columns, rows = _select(COLUMNS, plan_rows(plan),
+                            getattr(parsed_args, 'columns', None))
     if fmt == 'value':
         for row in rows:
             out.write(' '.join(str(v) for v in row) + '\n')
@@ -65,15 +66,31 @@ def print_plan(command, parsed_args, workflow, params, cloud):
         import csv
 
         writer = csv.writer(out)
-        writer.writerow(COLUMNS)
+        writer.writerow(columns)
         writer.writerows(rows)
         return base.EXIT_OK
     out.write(f'Plan for {workflow.name} '
               f'({len(plan.targets)} to act on, {len(plan.skipped)} '
               f'skipped); nothing has been posted or changed.\n')
     if rows:
-        table_fmt.TableFormatter().emit_list(COLUMNS, rows, out,
+        table_fmt.TableFormatter().emit_list(columns, rows, out,
                                              parsed_args)
     for note in plan.notes:
         out.write(f'note: {note}\n')
     return base.EXIT_OK
+
+
+def _select(columns, rows, wanted):
+    """Keep the ``-c`` columns (all when none were asked for).
+
+    :raises InvalidParameter: a ``-c`` names no plan column.
+    """
+    if not wanted:
+        return columns, rows
+    unknown = [c for c in wanted if c not in columns]
+    if unknown:
+        raise exceptions.InvalidParameter(
+            f'no plan column {unknown[0]!r}; columns: {", ".join(columns)}')
+    index = [columns.index(c) for c in wanted]
+    return (tuple(wanted),
+            [tuple(row[i] for i in index) for row in rows])

@@ -267,3 +267,11 @@ def test_non_tty_progress_is_one_line_per_event(conf):
     assert 'target step-2: DONE (2/2)' in events
     assert events[-1].endswith(': SUCCESS')
     assert not any('\r' in line or '\x1b' in line for line in events)
+
+
+def test_dry_run_honours_columns(conf):
+    proc = run(conf, 'submit', 'selftest', '--param', 'steps=2',
+               '--dry-run', '-f', 'value', '-c', 'target', check=0)
+    assert proc.stdout.split() == ['step-1', 'step-2']
+    proc = run(conf, 'submit', 'selftest', '--dry-run', '-c', 'nope')
+    assert proc.returncode == 2 and "no plan column 'nope'" in proc.stderr
