@@ -36,12 +36,32 @@ class Inventory:
         return self.amphorae.get(lb_id, [])
 
 
+#: Up to this many ``loadbalancers`` ids are fetched one by one; more are
+#: picked out of the full listings.
+FETCH_EACH_UP_TO = 20
+
+
 def load(cloud, loadbalancers=None, project=None, flavor_id=None,
          amphora_status=None):
     """Read the load balancers (optionally only ``loadbalancers`` ids, a
     ``project``, a flavor) and their amphorae."""
     filters = {'project_id': project, 'flavor_id': flavor_id}
     missing = []
+    if loadbalancers and len(set(loadbalancers)) > FETCH_EACH_UP_TO:
+        # Two paged listings beat hundreds of single GETs; the result is
+        # the same as fetching each id (below).
+        full = load(cloud)
+        by_id = {lb['id']: lb for lb in full.lbs}
+        lbs = []
+        for lb_id in dict.fromkeys(loadbalancers):
+            lb = by_id.get(lb_id)
+            if lb is None:
+                missing.append(lb_id)
+            elif all(lb.get(k) == v for k, v in filters.items()
+                     if v is not None):
+                lbs.append(lb)
+        return Inventory(lbs, {lb['id']: full.amphorae_of(lb['id'])
+                               for lb in lbs}, missing)
     if loadbalancers:
         lbs = []
         for lb_id in dict.fromkeys(loadbalancers):
