@@ -88,6 +88,9 @@ class Manager:
 
 
 class OctaviaWorkflowApp(app.App):
+    # The same name in usage lines however we are started (console script,
+    # ``python -m octavia_workflows.cmd.cli``, a wrapper).
+    NAME = 'octavia-workflow'
     # Console logs at WARNING unless -v; the conductor raises it to INFO.
     DEFAULT_VERBOSE_LEVEL = 0
     CONSOLE_MESSAGE_FORMAT = '%(asctime)s %(levelname)s %(name)s %(message)s'
@@ -108,7 +111,12 @@ class OctaviaWorkflowApp(app.App):
 
         kwargs = dict(argparse_kwargs or {})
         kwargs['formatter_class'] = argparse.RawDescriptionHelpFormatter
+        kwargs.setdefault('prog', self.NAME)
         parser = super().build_option_parser(description, version, kwargs)
+        for action in parser._actions:
+            # cliff names the program after the base class, not ours.
+            if isinstance(action, argparse._VersionAction):
+                action.version = f'{self.NAME} {version}'
         parser.add_argument(
             '--config-file', action='append', default=[], metavar='PATH',
             help='Configuration file (repeatable). Default: oslo.config '

@@ -7,3 +7,7 @@ def main():
     from octavia_workflows.cli import app
 
     sys.exit(app.main())
+
+
+if __name__ == '__main__':
+    main()
