@@ -5,7 +5,6 @@ SQLite persistence file: no services needed.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
