@@ -65,7 +65,7 @@ class Claim:
                 if self._owns():
                     self._last_ok = time.monotonic()
                     return
-                self.mark_lost('another owner holds it')
+                self.mark_lost('the jobboard no longer records it as ours')
             except exceptions.BackendUnavailable as exc:
                 if time.monotonic() - self._last_ok > self.expiry:
                     self.mark_lost(f'cannot confirm it: {exc}')

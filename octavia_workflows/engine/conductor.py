@@ -134,6 +134,16 @@ class Conductor:
                 return
             details = board_job.details or {}
             job_id = details.get('job_id')
+            with self._lock:
+                here = job_id in self._running
+            if here:
+                # Our claim vanished (e.g. Redis lost it in a restart)
+                # while the run is still on its way out: claiming it
+                # again would run the job twice in this very process,
+                # where the owner name alone cannot fence the old run.
+                LOG.debug('job %s: still winding down here; not '
+                          'claiming it again yet', job_id)
+                continue
             record = self.records.get_job(job_id) if job_id else None
             if record is not None and record['not_before'] and \
                     record['not_before'] > rec.utcnow():

@@ -98,7 +98,13 @@ def _watch(engine, context, records, job_id, done):
                 context.stop_event.set()
         if reason:
             LOG.info('job %s: suspending engine (%s)', job_id, reason)
-            engine.suspend()
+            try:
+                engine.suspend()
+            except exceptions.ClaimLost:
+                # Suspending saves the flow state, which the fence now
+                # refuses; the engine stops at its next save instead.
+                LOG.info('job %s: claim lost; the engine stops at its '
+                         'next save', job_id)
             return
 
 

@@ -4,18 +4,68 @@ Kept apart from :mod:`octavia_workflows.engine.persistence` so that
 commands which only read job records never import TaskFlow.
 """
 
-from taskflow import exceptions as tf_exc
+import logging
+
 from taskflow.persistence import base as tf_base
 
 from octavia_workflows import exceptions
+
+#: TaskFlow loggers that report a fenced write with a full traceback.
+_NOISY = ('taskflow.engines.action_engine.builder',
+          'taskflow.engines.action_engine.engine',
+          'oslo_utils.excutils')
+
+
+class _FencedWriteFilter(logging.Filter):
+    """Turn TaskFlow's tracebacks about a fenced write into one line.
+
+    A stale engine stopping on :class:`~octavia_workflows.exceptions.
+    ClaimLost` is expected behaviour (the claim moved on), not an error:
+    the first logger reports it in one line, the others stay quiet.
+    """
+
+    def __init__(self, first):
+        super().__init__()
+        self.first = first
+
+    def filter(self, record):
+        if not _about_claim_lost(record):
+            return True
+        if not self.first:
+            return False
+        record.levelno, record.levelname = logging.INFO, 'INFO'
+        record.msg, record.args = ('stale engine stopped: its claim is '
+                                   'lost, nothing more is saved'), ()
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def _about_claim_lost(record):
+    if record.exc_info:
+        exc = record.exc_info[1]
+        while exc is not None:
+            if isinstance(exc, exceptions.ClaimLost):
+                return True
+            exc = exc.__cause__ or exc.__context__
+    try:
+        return 'ClaimLost' in record.getMessage()
+    except Exception:
+        return False
+
+
+for _name in _NOISY:
+    logging.getLogger(_name).addFilter(
+        _FencedWriteFilter(first=_name == _NOISY[0]))
 
 
 class FencedConnection(tf_base.Connection):
     """A TaskFlow connection that refuses writes once the claim is lost.
 
     Reads pass through.  Writes call ``fence()`` first; a lost claim makes
-    every write raise ``StorageFailure`` so a stale engine stops without
-    recording anything over the new owner's progress.
+    every write raise :class:`~octavia_workflows.exceptions.ClaimLost`
+    (deliberately not TaskFlow's ``StorageFailure``, which TaskFlow
+    retries for ten seconds), so a stale engine stops at its next save
+    without recording anything over the new owner's progress.
     """
 
     def __init__(self, connection, fence):
@@ -23,11 +73,7 @@ class FencedConnection(tf_base.Connection):
         self._fence = fence
 
     def _check(self):
-        try:
-            self._fence()
-        except exceptions.ClaimLost as exc:
-            raise tf_exc.StorageFailure(
-                f'refusing to save state: {exc}') from exc
+        self._fence()
 
     @property
     def backend(self):

@@ -91,3 +91,37 @@ def test_backend_restart_mid_run(tmp_path, namespace, private, victim):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             proc.wait()
+
+
+def test_claim_vanishes_from_redis(tmp_path, namespace, private):
+    """Redis forgets the claim (a restart lost its last writes) while
+    the owner is mid-run: the owner must notice, stop, and run the job
+    again only once its first run has ended, never two runs at once."""
+    import redis as redis_client
+
+    redis = private(services.RedisServer)
+    db = private(services.MariaDBServer)
+    dep = _deployment(tmp_path, namespace, redis,
+                      db.create_database('vanish'))
+    record = tmp_path / 'steps.txt'
+    steps = 8
+    client = redis_client.Redis(host='127.0.0.1', port=redis.port,
+                                password=redis.password)
+    try:
+        dep.conductor('ctl-vanish')
+        job_id = dep.submit('selftest', steps=steps, step_seconds=0.4,
+                            record_to=record)
+        dep.wait_for(job_id, lambda j: j['progress']['done'] >= 2,
+                     what='two steps')
+        owned = [key for key in client.scan_iter(match=b'*.owned')]
+        assert owned, 'the running job has no claim key on the board'
+        client.delete(*owned)
+        job = dep.wait_for(job_id, lambda j: j['state'] == 'SUCCESS',
+                           timeout=90, what='SUCCESS')
+        _check_exactly_once(_steps(record, job_id), steps)
+        log = dep.conductors[0].log.read_text()
+        assert 'claim of ctl-vanish' in log and 'lost' in log
+        assert job['state'] == 'SUCCESS'
+    finally:
+        dep.stop_all()
+        client.close()
