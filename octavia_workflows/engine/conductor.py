@@ -69,6 +69,9 @@ class Conductor:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.workers, thread_name_prefix='conductor-job')
         self._running = {}
+        #: Board jobs whose run ended on a lost claim while the board may
+        #: still record them as ours (job id -> board job).
+        self._orphans = {}
         self._lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------
@@ -126,7 +129,29 @@ class Conductor:
                 del self._running[job_id]
             return self.workers - len(self._running)
 
+    def _give_back_orphans(self):
+        """Release claims our runs gave up on but the board kept.
+
+        A run stops when it cannot confirm its claim in time (say a
+        ZooKeeper restart suspended the session); the session may come
+        back with the claim still ours, and then nobody would ever run
+        the job.  Release it (owner-checked) so it is claimed again.
+        """
+        with self._lock:
+            orphans = dict(self._orphans)
+        for job_id, board_job in orphans.items():
+            try:
+                if self.driver.owner(board_job) == self.name:
+                    LOG.info('job %s: giving back a claim this conductor '
+                             'no longer acts on', job_id)
+                    self.driver.release(board_job, self.name)
+            except exceptions.BackendUnavailable:
+                continue
+            with self._lock:
+                self._orphans.pop(job_id, None)
+
     def _dispatch(self):
+        self._give_back_orphans()
         if self._free_slots() <= 0:
             return
         for board_job in self.driver.unclaimed():
@@ -150,6 +175,11 @@ class Conductor:
                 continue
             if not self.driver.claim(board_job, self.name):
                 continue
+            if record is not None and record['board_job'] is None and \
+                    self.records.adopt_posting(job_id, board_job.uuid):
+                # Claimed between the post and its recording (submit,
+                # resume): the posting is fresh, not stale.
+                record = self.records.get_job(job_id)
             if record is None or record['board_job'] != board_job.uuid or \
                     record['state'] not in ('PENDING', 'RUNNING'):
                 # Stale posting (purged, re-posted, already settled).
@@ -211,6 +241,8 @@ class Conductor:
         try:
             if outcome.lost:
                 listener('lost')
+                with self._lock:
+                    self._orphans[job_id] = board_job
             elif outcome.release:
                 self.driver.release(board_job, self.name)
                 listener('released')

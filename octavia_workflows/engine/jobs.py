@@ -217,7 +217,7 @@ class JobService:
         ok = self.records.update_job(
             job['id'], expect_states=('PAUSED',), state='PENDING',
             control='', owner=None, reason=None, attempts=0,
-            not_before=None)
+            not_before=None, board_job=None)
         if not ok:
             raise exceptions.InvalidJobState(
                 f'job {job["id"]} changed state; try again')

@@ -166,6 +166,20 @@ class Records:
         with self.engine.begin() as conn:
             return conn.execute(query.values(**values)).rowcount == 1
 
+    def adopt_posting(self, job_id, board_uuid):
+        """Record ``board_uuid`` as the job's posting if none is recorded.
+
+        ``submit`` and ``resume`` post first and record the posting's uuid
+        right after; a conductor that claims the posting in between
+        adopts it here instead of taking it for a stale one.  True if the
+        row changed.
+        """
+        with self.engine.begin() as conn:
+            return conn.execute(jobs.update().where(
+                jobs.c.id == job_id, jobs.c.board_job.is_(None),
+                jobs.c.state.in_(('PENDING', 'RUNNING'))).values(
+                    board_job=board_uuid, updated_at=utcnow())).rowcount == 1
+
     def add_attempt(self, job_id):
         """Count one more attempt; return the new count."""
         with self.engine.begin() as conn:

@@ -69,9 +69,12 @@ def _logbook(conn, job_id, workflow):
 
 
 def freeze_plan(workflow, job, context):
-    """Compute and store the plan unless it is already frozen."""
+    """Compute and store the plan unless it is already frozen.
+
+    :returns: True when this call froze it.
+    """
     if job['planned']:
-        return
+        return False
     plan = workflow.plan(context, job['parameters'])
     context.fence()
     context.records.save_plan(
@@ -79,6 +82,7 @@ def freeze_plan(workflow, job, context):
         [t.as_dict() for t in plan.skipped])
     LOG.info('job %s: plan frozen: %d targets, %d skipped', job['id'],
              len(plan.targets), len(plan.skipped))
+    return True
 
 
 def _watch(engine, context, records, job_id, done):
@@ -166,7 +170,12 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
     executor = None
     done = threading.Event()
     try:
-        freeze_plan(workflow, job, context)
+        if freeze_plan(workflow, job, context):
+            # A frozen plan is progress: the attempt limit counts only
+            # attempts in a row that got nowhere (a large plan can take
+            # longer to compute than conductors live in a bad hour).
+            context.records.update_job(job_id, expect_owner=claim.owner,
+                                       attempts=0)
         targets = records.get_targets(job_id)
         planned = [t for t in targets if t['action'] != rec.SKIP_ACTION]
         factory = workflow.load_factory()

@@ -6,6 +6,7 @@ commands which only read job records never import TaskFlow.
 
 import logging
 
+from taskflow import exceptions as tf_exc
 from taskflow.persistence import base as tf_base
 
 from octavia_workflows import exceptions
@@ -46,6 +47,8 @@ def _about_claim_lost(record):
         while exc is not None:
             if isinstance(exc, exceptions.ClaimLost):
                 return True
+            if isinstance(exc, tf_exc.WrappedFailure):
+                return all(f.check(exceptions.ClaimLost) for f in exc)
             exc = exc.__cause__ or exc.__context__
     try:
         return 'ClaimLost' in record.getMessage()

@@ -1,4 +1,5 @@
-"""Chaos: the jobboard or the database restarts while a job runs.
+"""Chaos: the jobboard (Redis, ZooKeeper) or the database restarts while a
+job runs.
 
 Private servers (so the session's are untouched) are SIGKILLed in the
 middle of a selftest job and started again on the same port and data:
@@ -47,21 +48,25 @@ def private(tmp_path):
         server.stop()
 
 
-def _deployment(tmp_path, namespace, redis, url):
-    task_flow = board_options('redis', redis, namespace)
+def _deployment(tmp_path, namespace, board, url, kind='redis'):
+    task_flow = board_options(kind, board, namespace)
     task_flow['persistence_connection'] = url
-    dep = Deployment(tmp_path, 'redis', 'custom', {
+    dep = Deployment(tmp_path, kind, 'custom', {
         'task_flow': task_flow, 'conductor': {'poll_interval': 0.2}})
     dep.cli('db', 'upgrade', check=0)
     return dep
 
 
-@pytest.mark.parametrize('victim', ['redis', 'mariadb'])
+@pytest.mark.parametrize('victim', ['redis', 'zookeeper', 'mariadb'])
 def test_backend_restart_mid_run(tmp_path, namespace, private, victim):
-    redis = private(services.RedisServer, appendonly=True)
+    if victim == 'zookeeper':
+        board = private(services.ZooKeeperServer)
+    else:
+        board = private(services.RedisServer, appendonly=True)
     db = private(services.MariaDBServer)
-    dep = _deployment(tmp_path, namespace, redis,
-                      db.create_database('chaos'))
+    dep = _deployment(tmp_path, namespace, board,
+                      db.create_database('chaos'),
+                      kind='zookeeper' if victim == 'zookeeper' else 'redis')
     record = tmp_path / 'steps.txt'
     steps = 10
     try:
@@ -70,7 +75,7 @@ def test_backend_restart_mid_run(tmp_path, namespace, private, victim):
                             record_to=record)
         dep.wait_for(job_id, lambda j: j['progress']['done'] >= 2,
                      what='two steps')
-        server = redis if victim == 'redis' else db
+        server = db if victim == 'mariadb' else board
         server.kill()
         time.sleep(3)                    # longer than a step, < expiry
         server.start()

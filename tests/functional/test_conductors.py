@@ -127,3 +127,36 @@ def test_ctrl_c_stops_waiting_never_the_job(make_deployment):
     # A conductor that has finished jobs still stops at once on SIGTERM.
     conductor.send_signal(signal.SIGTERM)
     assert conductor.wait(timeout=10) == 0
+
+
+def test_posting_claimed_before_it_is_recorded_still_runs(make_deployment,
+                                                          board, tmp_path):
+    """``submit`` posts, then records the posting's uuid: a conductor that
+    claims the posting in between must run the job, not drop it as a
+    stale posting (which lost the job for good)."""
+    from octavia_workflows import conf as ow_conf
+    from octavia_workflows.engine import jobboard, persistence
+
+    dep = make_deployment(board, 'sqlite')
+    conf = ow_conf.load([str(dep.path)])
+    store = persistence.Persistence(conf.task_flow.persistence_connection)
+    driver = jobboard.fetch(conf)
+    driver.connect()
+    record = tmp_path / 'steps.txt'
+    try:
+        # What submit does, stopped between posting and recording.
+        job_id = 'c0ffee00-0000-4000-8000-000000000001'
+        store.records.create_job(job_id, 'selftest', {
+            'steps': 2, 'step_seconds': 0.0, 'record_to': str(record)},
+            'board')
+        driver.post(job_id, 'selftest')
+        dep.conductor('ctl-race')
+        job = dep.wait_for(job_id, lambda j: j['state'] == 'SUCCESS',
+                           what='the job to run')
+        assert job['progress']['done'] == 2
+        assert len(_steps(record, job_id)) == 2
+        log = dep.conductors[0].log.read_text()
+        assert 'stale posting' not in log
+    finally:
+        driver.close()
+        dep.stop_all()

@@ -143,7 +143,11 @@ class JobBoardDriver(abc.ABC):
                 return None
 
     def owns(self, job, owner):
-        """The fencing check: does ``owner`` hold the claim right now?"""
+        """The fencing check: does ``owner`` hold the claim right now?
+
+        :raises BackendUnavailable: when the board cannot tell (the caller
+            waits and asks again, never assumes yes).
+        """
         return self.owner(job) == owner
 
     def release(self, job, owner):

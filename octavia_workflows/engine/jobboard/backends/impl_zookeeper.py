@@ -5,7 +5,10 @@ client's session.  The session timeout is ``jobboard_expiration_time``
 (the server clamps it to 2x..20x its tickTime), so a dead conductor's
 job is free again after that long.  Ownership also requires our own
 session to be connected: while it is suspended or lost, :meth:`owns`
-says no, which fences a partitioned conductor.
+cannot confirm the claim, so the fencing check blocks every change until
+the session is back (and the claim still ours) or would have expired,
+which fences a partitioned conductor.  The client reconnects for as long
+as it takes, so a restarted ZooKeeper never leaves a conductor behind.
 """
 
 import threading
@@ -67,7 +70,11 @@ class ZookeeperDriver(base.JobBoardDriver):
             hosts=self._hosts(), timeout=float(self.expiry),
             auth_data=auth,
             handler=handlers.threading.SequentialThreadingHandler(),
-            connection_retry={'max_tries': 3, 'delay': 0.2, 'max_delay': 2},
+            # Reconnect for as long as it takes (a restarted ZooKeeper must
+            # not leave a conductor disconnected for good; a bounded retry
+            # closes the client for ever).  Commands still fail fast, and
+            # start() is bounded by its own timeout.
+            connection_retry={'max_tries': -1, 'delay': 0.2, 'max_delay': 2},
             command_retry={'max_tries': 3, 'delay': 0.2, 'max_delay': 2},
             **kwargs)
 
@@ -85,6 +92,7 @@ class ZookeeperDriver(base.JobBoardDriver):
             self.client.start(timeout=max(5.0, float(self.expiry)))
         except (kazoo_exc.KazooException, OSError,
                 self.client.handler.timeout_exception) as exc:
+            self.client.stop()
             self.client.close()
             raise exceptions.BackendUnavailable(
                 f'jobboard {self.describe()} is unreachable: '
@@ -121,12 +129,13 @@ class ZookeeperDriver(base.JobBoardDriver):
         return self.owns(job, owner)
 
     def owns(self, job, owner):
+        # While the session is suspended the ephemeral claim may still be
+        # ours: say "cannot confirm" (the claim's check() then waits, and
+        # gives up once the session would have expired), never "yes".
         if not self._session_ok.is_set():
-            return False
-        try:
-            return self.owner(job) == owner
-        except exceptions.BackendUnavailable:
-            return False
+            raise exceptions.BackendUnavailable(
+                f'jobboard {self.describe()}: session not connected')
+        return self.owner(job) == owner
 
     def owner(self, job):
         with self.translate('reading a claim'):
