@@ -37,6 +37,17 @@ def unique_name(prefix=None):
     return f'{prefix or socket.gethostname()}-{secrets.token_hex(4)}'
 
 
+def _stale(record, board_uuid):
+    """Why a claimed posting must not run (purged, re-posted, settled)."""
+    if record is None:
+        return 'the job has no record (purged?)'
+    if record['board_job'] != board_uuid:
+        return f'the job was re-posted as {record["board_job"]}'
+    if record['state'] not in ('PENDING', 'RUNNING'):
+        return f'the job is already {record["state"]}'
+    return None
+
+
 class Conductor:
     """Claims and runs up to ``workers`` jobs at a time.
 
@@ -175,16 +186,18 @@ class Conductor:
                 continue
             if not self.driver.claim(board_job, self.name):
                 continue
-            if record is not None and record['board_job'] is None and \
-                    self.records.adopt_posting(job_id, board_job.uuid):
+            if record is not None and record['board_job'] is None:
                 # Claimed between the post and its recording (submit,
-                # resume): the posting is fresh, not stale.
-                record = self.records.get_job(job_id)
-            if record is None or record['board_job'] != board_job.uuid or \
-                    record['state'] not in ('PENDING', 'RUNNING'):
-                # Stale posting (purged, re-posted, already settled).
-                LOG.info('conductor %s: dropping stale posting %s',
-                         self.name, board_job.uuid)
+                # resume): the posting is fresh, not stale.  Adopt it,
+                # unless the poster has just recorded it itself.
+                self.records.adopt_posting(job_id, board_job.uuid)
+            # Judge the posting on the record as it is now that we hold
+            # the claim, not as it was before.
+            record = self.records.get_job(job_id) if job_id else None
+            why = _stale(record, board_job.uuid)
+            if why:
+                LOG.info('conductor %s: dropping stale posting %s of job '
+                         '%s: %s', self.name, board_job.uuid, job_id, why)
                 self.driver.complete(board_job, self.name)
                 continue
             self._start(board_job, job_id)

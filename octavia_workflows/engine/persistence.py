@@ -40,6 +40,11 @@ def redact_url(url):
         return '<invalid URL>'
 
 
+#: Seconds PyMySQL waits to connect, and for one read or write.
+MYSQL_TIMEOUTS = {'connect_timeout': 10, 'read_timeout': 60,
+                  'write_timeout': 60}
+
+
 def _make_engine(url):
     try:
         parsed = sa.engine.make_url(url)
@@ -59,9 +64,17 @@ def _make_engine(url):
         return sa.create_engine(
             parsed, poolclass=sa_pool.NullPool,
             connect_args={'timeout': 30, 'check_same_thread': False})
+    connect_args = {}
+    if parsed.drivername in ('mysql', 'mysql+pymysql'):
+        # A black-holed link (a partition, a dead switch) must fail a
+        # query in bounded time, not after TCP's quarter of an hour; the
+        # URL's own query options win.
+        connect_args = {k: v for k, v in MYSQL_TIMEOUTS.items()
+                        if k not in parsed.query}
     try:
         return sa.create_engine(parsed, pool_pre_ping=True, pool_recycle=3600,
-                                pool_size=10, max_overflow=20)
+                                pool_size=10, max_overflow=20,
+                                connect_args=connect_args)
     except (sa_exc.ArgumentError, ImportError) as exc:
         raise exceptions.ConfigError(
             f'unusable [task_flow] persistence_connection '

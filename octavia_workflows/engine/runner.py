@@ -113,10 +113,16 @@ def _watch(engine, context, records, job_id, done):
 
 
 def _progress_listener(records, job_id, state):
-    """Reset the no-progress attempt counter after the first step."""
+    """Reset the no-progress attempt counter after the first step.
+
+    A step is an atom that succeeded, or a retry controller that ran its
+    short check again (a long wait is progress too, one window at a
+    time; its own deadline bounds it).
+    """
 
     def on_atom(atom_state, details):
-        if atom_state == tf_states.SUCCESS and not state['progressed']:
+        if atom_state in (tf_states.SUCCESS, tf_states.RETRYING) and \
+                not state['progressed']:
             state['progressed'] = True
             try:
                 records.update_job(job_id, attempts=0)

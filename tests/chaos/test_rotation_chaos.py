@@ -65,7 +65,7 @@ def test_rotations_survive_random_sigkills(sandbox, redis_server, tmp_path):
         deadline = time.monotonic() + 60 + JOBS * LBS * 6
         states = {}
         while time.monotonic() < deadline:
-            time.sleep(rng.uniform(2.0, 8.0))
+            time.sleep(rng.uniform(3.0, 10.0))
             states = {j['id']: j['state'] for j in rb.jobs()
                       if j['id'] in job_ids}
             if all(states.get(j) in FINISHED for j in job_ids):

@@ -8,8 +8,10 @@ uses TaskFlow's defaults for timeouts or RESP3 probing.
 """
 
 import redis
+from redis import backoff as redis_backoff
 from redis import exceptions as redis_exc
 from redis import maint_notifications
+from redis import retry as redis_retry
 from redis import sentinel as redis_sentinel
 from taskflow import exceptions as tf_exc
 from taskflow.jobs.backends import impl_redis as tf_redis
@@ -70,6 +72,11 @@ class RedisDriver(base.JobBoardDriver):
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=30,
+            # One immediate retry (a pooled connection that died with a
+            # Redis restart), no backoff: redis-py's default of three
+            # retries with backoff hides an unreachable Redis for ten
+            # seconds and more, longer than a claim lives.
+            retry=redis_retry.Retry(redis_backoff.NoBackoff(), 1),
             maint_notifications_config=(
                 maint_notifications.MaintNotificationsConfig(enabled=False)),
         )
