@@ -8,6 +8,7 @@ conductor can suspend, hand over or stop between two checks and the
 saved state says exactly where the wait stands.
 """
 
+import logging
 import time
 
 from octavia_workflows import exceptions
@@ -24,6 +25,8 @@ MIN_POLL = 0.25
 MAX_POLL = 2.0
 
 PENDING_PREFIX = 'PENDING_'
+
+LOG = logging.getLogger(__name__)
 
 
 def is_pending(status):
@@ -52,12 +55,17 @@ def check_settled(cloud, lb_id, window, stop=None, poll=POLL, since=None):
     :raises CloudError: a permanent error (other than 404).
     """
     deadline = time.monotonic() + max(0.0, window)
+    warned = False
     while True:
         try:
             lb = cloud.get_load_balancer(lb_id)
         except exceptions.CloudNotFound:
             return {'id': lb_id, 'provisioning_status': 'DELETED'}
-        except exceptions.CloudTransient:
+        except exceptions.CloudTransient as exc:
+            if not warned:      # once per window: an outage is not spam
+                LOG.warning('load balancer %s: cannot read it (%s); '
+                            'checking again', lb_id, exc)
+                warned = True
             lb = None
         if lb is not None and not is_pending(lb.get('provisioning_status')):
             return lb

@@ -95,7 +95,9 @@ def test_a_job_that_kills_every_conductor_ends_failed(make_deployment):
     dep = make_deployment('redis', 'sqlite', expiry=2,
                           conductor={'max_job_attempts': 2})
     job_id = dep.submit('selftest', steps=1, step_seconds=120)
-    for _ in range(2):
+    # The first attempt makes progress (it freezes the plan); the next
+    # two are the two attempts in a row without progress.
+    for _ in range(3):
         proc = dep.conductor('ctl-victim')
         dep.wait_for(job_id, lambda j, p=proc: j['state'] == 'RUNNING' and
                      j['owner'] and p.log.exists() and

@@ -457,6 +457,19 @@ class Sandbox:
         return openstack.connection.Connection(
             config=cfg.get_one(cloud=self.cloud_name))
 
+    def backing_service(self, name):
+        """The backing server ``name`` (``mariadb``, ``rabbitmq``) that this
+        process started for the sandbox: chaos tests kill and start it."""
+        for key, server in self._services:
+            if key == name:
+                return server
+        raise SandboxError(f"{name} was not started by this sandbox in "
+                           "this process")
+
+    def worker_consuming(self):
+        """True once the worker consumes its RPC queue."""
+        return self._worker_consuming()
+
     def inject(self, **knobs):
         """Set injection knobs (see :func:`owtools.sandbox.inject.update`)."""
         from owtools.sandbox import inject
