@@ -34,6 +34,16 @@ def _check_exactly_once(numbers, steps):
                                       for n in repeated)
 
 
+def _two_steps_in(dep, conductor, steps, record):
+    """Start a conductor and a selftest job; return once two steps ran."""
+    dep.conductor(conductor)
+    job_id = dep.submit('selftest', steps=steps, step_seconds=0.4,
+                        record_to=record)
+    dep.wait_for(job_id, lambda j: j['progress']['done'] >= 2,
+                 what='two steps')
+    return job_id
+
+
 @pytest.fixture
 def private(tmp_path):
     started = []
@@ -70,11 +80,7 @@ def test_backend_restart_mid_run(tmp_path, namespace, private, victim):
     record = tmp_path / 'steps.txt'
     steps = 10
     try:
-        dep.conductor('ctl-chaos')
-        job_id = dep.submit('selftest', steps=steps, step_seconds=0.4,
-                            record_to=record)
-        dep.wait_for(job_id, lambda j: j['progress']['done'] >= 2,
-                     what='two steps')
+        job_id = _two_steps_in(dep, 'ctl-chaos', steps, record)
         server = db if victim == 'mariadb' else board
         server.kill()
         time.sleep(3)                    # longer than a step, < expiry
@@ -113,11 +119,7 @@ def test_claim_vanishes_from_redis(tmp_path, namespace, private):
     client = redis_client.Redis(host='127.0.0.1', port=redis.port,
                                 password=redis.password)
     try:
-        dep.conductor('ctl-vanish')
-        job_id = dep.submit('selftest', steps=steps, step_seconds=0.4,
-                            record_to=record)
-        dep.wait_for(job_id, lambda j: j['progress']['done'] >= 2,
-                     what='two steps')
+        job_id = _two_steps_in(dep, 'ctl-vanish', steps, record)
         owned = [key for key in client.scan_iter(match=b'*.owned')]
         assert owned, 'the running job has no claim key on the board'
         client.delete(*owned)
