@@ -11,7 +11,9 @@ balancers, tag a new amphora image, then
   jobboard with MariaDB persistence, timed from just before ``submit`` to
   the job's SUCCESS (CLI start-up, posting and claiming included).
 
-Prints wall times and the ratio conductor/plain per concurrency.
+Prints wall times and the ratio conductor/plain per concurrency, the
+conductor's peak RSS during its run, and the persistence rows and bytes
+the job stored per target (our records plus TaskFlow's logbook).
 
     .venv/bin/python benchmarks/rotation_overhead.py [-n 100] [-c 1 4 8]
         [--build-delay SECONDS]
@@ -48,8 +50,43 @@ def plain_rotation(conn, lb_ids, concurrency):
     return time.monotonic() - started, states
 
 
-def conductor_rotation(conf, env, engine, lb_ids, concurrency):
+def rss_mib(pid):
+    """Resident set size of ``pid`` in MiB (from /proc)."""
+    with open(f'/proc/{pid}/status', encoding='ascii') as status:
+        for line in status:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def stored_per_job(engine, job_id):
+    """(rows, bytes) the job left in the persistence tables: our records
+    and TaskFlow's logbook, flow and atom details (logbooks are kept for
+    this count: ``jobboard_save_logbook = True``)."""
+    meta = sa.MetaData()
+    meta.reflect(engine, only=('ow_jobs', 'ow_targets', 'logbooks',
+                               'flowdetails', 'atomdetails'))
+    t = meta.tables
+    queries = (t['ow_jobs'].select().where(t['ow_jobs'].c.id == job_id),
+               t['ow_targets'].select().where(
+                   t['ow_targets'].c.job_id == job_id),
+               t['logbooks'].select().where(t['logbooks'].c.uuid == job_id),
+               t['flowdetails'].select().where(
+                   t['flowdetails'].c.parent_uuid == job_id),
+               t['atomdetails'].select().where(
+                   t['atomdetails'].c.parent_uuid == job_id))
+    rows = size = 0
+    with engine.connect() as db:
+        for query in queries:
+            for row in db.execute(query):
+                rows += 1
+                size += sum(len(str(v)) for v in row if v is not None)
+    return rows, size
+
+
+def conductor_rotation(conf, env, engine, lb_ids, concurrency, pid):
     started = time.monotonic()
+    peak = rss_mib(pid)
     proc, _, _ = common.cli(
         conf, '--os-cloud', 'bench', 'submit', 'rotate-images',
         '--param', 'image_tag=amphora',
@@ -63,8 +100,9 @@ def conductor_rotation(conf, env, engine, lb_ids, concurrency):
     while True:
         with engine.connect() as db:
             state = db.execute(query, {'id': job_id}).scalar()
+        peak = max(peak, rss_mib(pid))
         if state in ('SUCCESS', 'FAILED', 'CANCELLED', 'PAUSED'):
-            return time.monotonic() - started, state, job_id
+            return time.monotonic() - started, state, job_id, peak
         time.sleep(0.05)
 
 
@@ -92,7 +130,8 @@ def main():
                        'jobboard_backend_hosts': '127.0.0.1',
                        'jobboard_backend_port': redis.port,
                        'jobboard_backend_password': redis.password,
-                       'jobboard_expiration_time': 10},
+                       'jobboard_expiration_time': 10,
+                       'jobboard_save_logbook': True},
             conductor={'poll_interval': 0.5})
         env = {'OS_CLIENT_CONFIG_FILE': str(box.dir / 'clouds.yaml')}
         common.cli(conf, 'db', 'upgrade', env=env)
@@ -112,21 +151,30 @@ def main():
                     container_format='bare', data=b'x', tags=['amphora'])
                 plain, states = plain_rotation(conn, ids[:args.n],
                                                concurrency)
-                ours, state, job_id = conductor_rotation(
-                    conf, env, engine, ids[args.n:], concurrency)
+                ours, state, job_id, peak = conductor_rotation(
+                    conf, env, engine, ids[args.n:], concurrency,
+                    conductor.pid)
+                stored_rows, stored_bytes = stored_per_job(engine, job_id)
                 done = sum(box.accounting().failovers_by_lb(
                     ids[args.n:]).values())
                 ratio = ours / plain
                 rows.append((concurrency, args.n, f'{plain:.1f}',
                              f'{ours:.1f}', f'{ratio:.3f}', state,
-                             f'{done:.0f}'))
+                             f'{done:.0f}', f'{peak:.0f}',
+                             f'{stored_rows / args.n:.1f}',
+                             f'{stored_bytes / args.n:.0f}'))
                 figures.append({'concurrency': concurrency, 'n': args.n,
                                 'plain_seconds': round(plain, 2),
                                 'conductor_seconds': round(ours, 2),
                                 'ratio': round(ratio, 3),
                                 'job_state': state, 'job': job_id,
                                 'plain_errors': states.count('ERROR'),
-                                'failovers_counted': done})
+                                'failovers_counted': done,
+                                'conductor_peak_rss_mib': round(peak, 1),
+                                'stored_rows_per_target':
+                                    round(stored_rows / args.n, 2),
+                                'stored_bytes_per_target':
+                                    round(stored_bytes / args.n)})
         finally:
             conductor.send_signal(signal.SIGTERM)
             conductor.wait(timeout=60)
@@ -135,7 +183,8 @@ def main():
             redis.stop()
     print()
     common.table(rows, ('concurrency', 'N', 'plain s', 'conductor s',
-                        'ratio', 'job', 'failovers'))
+                        'ratio', 'job', 'failovers', 'conductor RSS MiB',
+                        'rows/target', 'bytes/target'))
     common.write_results('rotation_overhead', {
         'build_delay': args.build_delay, 'runs': figures})
 
