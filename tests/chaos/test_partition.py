@@ -22,7 +22,7 @@ import time
 
 from clihelp import BIN, poll_job, run, start, write_conf
 from e2e.runbookhelp import failovers, lb_status
-from e2e.test_runbooks import IMAGE_TAG, new_image
+from e2e.test_runbooks import IMAGE_TAG, new_image, wait_pending
 from functional.conftest import board_options
 import pytest
 import sqlalchemy as sa
@@ -107,7 +107,7 @@ def test_partitioned_conductor_never_acts_again(sandbox, request, board,
         poll_job(show, job_id, lambda j: (j['owner'] or '').startswith(
             'island') and j['progress']['done'] >= 1, timeout=90,
             what='the island conductor progressing')
-        _wait_failover_in_flight(sandbox, lbs)
+        wait_pending(sandbox, lbs)
         island.cut([server.port, db_port])
         cut_at = time.time()
         procs.append(start(host_conf, '--debug', 'conductor', '--name',
@@ -140,12 +140,3 @@ def test_partitioned_conductor_never_acts_again(sandbox, request, board,
     started = _log_times(island_log, ': started')
     assert started and not [t for t in started if t > healed_at], \
         island_log.read_text()[-3000:]
-
-
-def _wait_failover_in_flight(sandbox, lbs, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if 'PENDING_UPDATE' in lb_status(sandbox, lbs).values():
-            return
-        time.sleep(0.05)
-    raise AssertionError('no failover in flight')

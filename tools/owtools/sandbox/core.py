@@ -327,7 +327,7 @@ class Sandbox:
 
     def _wait_ready(self, deadline):
         api = OctaviaApi(self.api_url, timeout=2)
-        checks = {"api": api.answering, "worker": self._worker_consuming}
+        checks = {"api": api.answering, "worker": self.worker_consuming}
         if "standin" in self.state["pids"]:
             checks["standin"] = self._standin_answering
         while checks:
@@ -353,7 +353,7 @@ class Sandbox:
                     + log_tail(self.log_dir / f"{next(iter(checks))}.out"))
             time.sleep(0.1)
 
-    def _worker_consuming(self):
+    def worker_consuming(self):
         """True once the worker's RPC queue exists on the broker (a cast
         sent before that would be dropped)."""
         import kombu
@@ -465,10 +465,6 @@ class Sandbox:
                 return server
         raise SandboxError(f"{name} was not started by this sandbox in "
                            "this process")
-
-    def worker_consuming(self):
-        """True once the worker consumes its RPC queue."""
-        return self._worker_consuming()
 
     def inject(self, **knobs):
         """Set injection knobs (see :func:`owtools.sandbox.inject.update`)."""

@@ -64,7 +64,7 @@ def start(box, service, timeout=60.0):
     if service != 'worker':
         return
     deadline = time.monotonic() + timeout
-    while not box._worker_consuming():
+    while not box.worker_consuming():
         if not procs.alive(box.state['pids']['worker']):
             raise SystemExit('worker exited during start-up; see '
                              f'{box.log_dir}')
