@@ -45,16 +45,22 @@ def check_settled(cloud, lb_id, window, stop=None, poll=POLL, since=None):
 
     ``since``: when the operation being waited for was requested
     (``time.time()``); the poll interval then adapts (see
-    :func:`poll_interval`) instead of being ``poll``.
+    :func:`poll_interval`) instead of being ``poll``, and the first read
+    waits until one interval after ``since`` (a load balancer read right
+    after its request is always still pending).
 
     :returns: the load balancer (dict) once it is not PENDING_*, or
         ``None`` if it is still pending when the window closes, or when
         ``stop()`` turns true.  A transient cloud error counts as "not
         settled yet".  A deleted load balancer is returned as a dict with
-        ``provisioning_status`` ``DELETED``.
+        ``provisioning_status`` ``DELETED``.  The load balancer is read at
+        least once, however short the window.
     :raises CloudError: a permanent error (other than 404).
     """
     deadline = time.monotonic() + max(0.0, window)
+    if since is not None:
+        first = min(since + poll_interval(since) - time.time(), window)
+        _pause(first, stop)
     warned = False
     while True:
         try:
@@ -74,3 +80,14 @@ def check_settled(cloud, lb_id, window, stop=None, poll=POLL, since=None):
             return None
         step = poll_interval(since) if since is not None else poll
         time.sleep(min(step, remaining))
+
+
+def _pause(seconds, stop=None):
+    """Sleep ``seconds`` (nothing if <= 0), in steps of at most
+    :data:`MAX_POLL`, ending early once ``stop()`` turns true."""
+    deadline = time.monotonic() + seconds
+    while (stop is None or not stop()):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, MAX_POLL))

@@ -48,6 +48,24 @@ def _stale(record, board_uuid):
     return None
 
 
+def _preload():
+    """Import what running a job needs (the cloud SDK, every installed
+    workflow) while the conductor waits for work, so that the first job
+    claimed does not pay a second for it.  A workflow that cannot be
+    imported is reported here; its jobs fail when they run."""
+    try:
+        import openstack  # noqa: F401
+    except Exception as exc:
+        LOG.warning('cannot import openstacksdk: %s', exc)
+    from octavia_workflows.flows import base
+
+    for name in base.names():
+        try:
+            base.get(name)
+        except Exception as exc:
+            LOG.warning('workflow %s cannot be loaded: %s', name, exc)
+
+
 class Conductor:
     """Claims and runs up to ``workers`` jobs at a time.
 
@@ -90,6 +108,7 @@ class Conductor:
         """Claim and run jobs until :meth:`stop`; then wait for them."""
         LOG.info('conductor %s started (%d workers, board %s)', self.name,
                  self.workers, self.driver.describe())
+        threading.Thread(target=_preload, name='preload', daemon=True).start()
         poll = self.conf.conductor.poll_interval
         while not self._stop.is_set():
             try:

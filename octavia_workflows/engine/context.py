@@ -97,20 +97,16 @@ class RunContext:
 
     def target_started(self, target, **details):
         self.fence()
-        row = self.records.get_target(self.job_id, target)
-        values = dict(state='RUNNING', add_attempt=True, error=None)
-        if row is not None and row['started_at'] is None:
-            values['started_at'] = rec.utcnow()
-        self.records.update_target(self.job_id, target,
-                                   merge_details=details or None, **values)
+        self.records.update_target(self.job_id, target, state='RUNNING',
+                                   add_attempt=True, error=None, start=True,
+                                   merge_details=details or None)
         LOG.info('job %s target %s: started', self.job_id, target)
 
     def target_finished(self, target, state, error=None, **details):
         """Record ``DONE``, ``SKIPPED`` or ``FAILED`` for a target."""
         self.fence()
         now = rec.utcnow()
-        row = self.records.get_target(self.job_id, target)
-        self.records.update_target(
+        row = self.records.update_target(
             self.job_id, target, state=state, error=error,
             finished_at=now, merge_details=details or None)
         started = row and row['started_at']

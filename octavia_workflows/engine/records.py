@@ -241,24 +241,35 @@ class Records:
         return _target_row(row) if row else None
 
     def update_target(self, job_id, target, add_attempt=False,
-                      merge_details=None, **values):
-        """Update one target row (``merge_details`` is merged as JSON)."""
+                      merge_details=None, start=False, **values):
+        """Update one target row in one transaction.
+
+        ``merge_details`` is merged into the row's JSON details;
+        ``add_attempt`` counts one more attempt; ``start`` sets
+        ``started_at`` unless the target started before.  The job's
+        ``updated_at`` is touched in the same transaction.
+
+        :returns: the row as it was before the update, or None if there
+            is no such target (then nothing is changed).
+        """
+        where = (targets.c.job_id == job_id, targets.c.target == target)
         with self.engine.begin() as conn:
+            row = conn.execute(targets.select().where(*where)).first()
+            if row is None:
+                return None
+            before = _target_row(row)
             if merge_details:
-                current = conn.execute(sa.select(targets.c.details).where(
-                    targets.c.job_id == job_id,
-                    targets.c.target == target)).scalar()
-                details = json.loads(current or '{}')
+                details = dict(before['details'])
                 details.update(merge_details)
                 values['details'] = json.dumps(details)
             if add_attempt:
                 values['attempts'] = targets.c.attempts + 1
-            conn.execute(targets.update().where(
-                targets.c.job_id == job_id,
-                targets.c.target == target).values(**values))
-        with self.engine.begin() as conn:
+            if start and before['started_at'] is None:
+                values['started_at'] = utcnow()
+            conn.execute(targets.update().where(*where).values(**values))
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(
                 updated_at=utcnow()))
+        return before
 
     def progress(self, job_ids):
         """``{job_id: {'total', 'done', 'failed', 'skipped', 'running'}}``."""

@@ -11,9 +11,9 @@ import subprocess
 import sys
 import time
 
-from functional.conftest import board_options
 import pytest
 
+from functional.conftest import board_options
 from octavia_workflows import conf as ow_conf
 from octavia_workflows import exceptions
 from octavia_workflows.engine import jobboard

@@ -9,10 +9,10 @@ import time
 import urllib.error
 import urllib.request
 
-from functional.conftest import Deployment, board_options
 from prometheus_client.parser import text_string_to_metric_families
 import pytest
 
+from functional.conftest import Deployment, board_options
 from owtools import services
 
 pytestmark = pytest.mark.functional

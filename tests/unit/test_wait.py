@@ -12,3 +12,53 @@ def test_poll_interval_grows_with_the_time_taken_within_bounds():
     assert wait.poll_interval(now - 3600) == wait.MAX_POLL
     # a clock step backwards never gives a zero or negative interval
     assert wait.poll_interval(now + 60) == wait.MIN_POLL
+
+
+class _Cloud:
+    """Answers reads of one load balancer from a list of statuses and
+    records when each read came."""
+
+    def __init__(self, *statuses):
+        self.statuses = list(statuses)
+        self.reads = []
+
+    def get_load_balancer(self, lb_id):
+        self.reads.append(time.time())
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else \
+            self.statuses[0]
+        return {'id': lb_id, 'provisioning_status': status}
+
+
+def test_a_fresh_request_is_first_read_one_interval_later():
+    cloud = _Cloud('PENDING_UPDATE', 'ACTIVE')
+    since = time.time()
+    lb = wait.check_settled(cloud, 'lb', 5.0, since=since)
+    assert lb['provisioning_status'] == 'ACTIVE'
+    assert len(cloud.reads) == 2
+    assert cloud.reads[0] - since >= wait.MIN_POLL - 0.01
+    assert cloud.reads[1] - cloud.reads[0] >= wait.MIN_POLL - 0.01
+
+
+def test_an_old_request_is_read_at_once():
+    cloud = _Cloud('ACTIVE')
+    began = time.time()
+    wait.check_settled(cloud, 'lb', 5.0, since=began - 60)
+    assert cloud.reads[0] - began < wait.MIN_POLL / 2
+
+
+def test_a_closed_window_still_reads_once():
+    cloud = _Cloud('PENDING_UPDATE')
+    began = time.monotonic()
+    assert wait.check_settled(cloud, 'lb', 0.0, since=time.time()) is None
+    assert len(cloud.reads) == 1
+    assert time.monotonic() - began < wait.MIN_POLL / 2
+
+
+def test_stop_cuts_the_first_pause_short():
+    cloud = _Cloud('PENDING_UPDATE')
+    began = time.monotonic()
+    result = wait.check_settled(cloud, 'lb', 30.0, stop=lambda: True,
+                                since=time.time())
+    assert result is None
+    assert len(cloud.reads) == 1
+    assert time.monotonic() - began < wait.MIN_POLL / 2

@@ -1,0 +1,53 @@
+"""Target records on a real SQLite store: one transaction per update."""
+
+import datetime
+
+import pytest
+
+from octavia_workflows.engine import persistence as pers
+
+
+@pytest.fixture
+def records(tmp_path):
+    store = pers.Persistence(f'sqlite:///{tmp_path}/p.sqlite')
+    store.records.create_schema()
+    store.records.create_job('j1', 'rotate-images', {}, 'board')
+    store.records.save_plan('j1', [
+        {'target': 't1', 'action': 'lb-failover', 'details': {'lb': 'l1'}}],
+        [])
+    yield store.records
+    store.engine.dispose()
+
+
+def test_update_returns_the_row_before_and_merges_details(records):
+    before = records.update_target('j1', 't1', state='RUNNING', start=True,
+                                   add_attempt=True,
+                                   merge_details={'started': 1.0})
+    assert before['state'] == 'PENDING'
+    assert before['started_at'] is None
+    row = records.get_target('j1', 't1')
+    assert row['state'] == 'RUNNING'
+    assert row['attempts'] == 1
+    assert row['details'] == {'lb': 'l1', 'started': 1.0}
+    assert row['started_at'] is not None
+
+
+def test_start_keeps_the_first_start_time(records):
+    records.update_target('j1', 't1', state='RUNNING', start=True)
+    first = records.get_target('j1', 't1')['started_at']
+    before = records.update_target('j1', 't1', state='RUNNING', start=True,
+                                   add_attempt=True)
+    assert before['started_at'] == first
+    assert records.get_target('j1', 't1')['started_at'] == first
+
+
+def test_update_touches_the_job(records):
+    old = datetime.datetime(2000, 1, 1)
+    records.update_job('j1', updated_at=old)
+    records.update_target('j1', 't1', merge_details={'intent': 2.0})
+    assert records.get_job('j1')['updated_at'] > old
+
+
+def test_unknown_target_changes_nothing(records):
+    assert records.update_target('j1', 'nope', state='DONE') is None
+    assert records.get_target('j1', 't1')['state'] == 'PENDING'
