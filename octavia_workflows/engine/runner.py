@@ -56,16 +56,26 @@ class Outcome:
 
 
 def _logbook(conn, job_id, workflow):
+    """The job's logbook and flow detail, created on its first run with
+    the workflow's current factory recorded in the flow detail."""
     try:
         book = conn.get_logbook(job_id)
     except tf_exc.NotFound:
         book = models.LogBook(f'job-{job_id}', uuid=job_id)
-        flow_detail = models.FlowDetail(workflow, uuid=job_id)
-        flow_detail.meta['workflow'] = workflow
+        flow_detail = models.FlowDetail(workflow.name, uuid=job_id)
+        flow_detail.meta['workflow'] = workflow.name
+        flow_detail.meta['factory'] = workflow.factory
         book.add(flow_detail)
         conn.save_logbook(book)
         return book, flow_detail
     return book, book.find(job_id)
+
+
+def factory_of(workflow, flow_detail):
+    """The factory that built the job of ``flow_detail``: the recorded
+    one, or for a job started before factories were recorded, the
+    workflow's oldest."""
+    return flow_detail.meta.get('factory') or workflow.factories[0]
 
 
 def freeze_plan(workflow, job, context):
@@ -184,13 +194,13 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
                                        attempts=0)
         targets = records.get_targets(job_id)
         planned = [t for t in targets if t['action'] != rec.SKIP_ACTION]
-        factory = workflow.load_factory()
+        backend = persistence.taskflow_backend(fence=context.fence)
+        book, flow_detail = _logbook(backend.get_connection(), job_id,
+                                     workflow)
+        factory = workflow.load_factory(factory_of(workflow, flow_detail))
         flow = factory(job['parameters'], [
             {'target': t['target'], 'action': t['action'],
              'details': t['details']} for t in planned])
-        backend = persistence.taskflow_backend(fence=context.fence)
-        book, flow_detail = _logbook(backend.get_connection(), job_id,
-                                     job['workflow'])
         options = {}
         if workflow.engine == 'parallel':
             workers = max(1, int(job['parameters'].get('concurrency') or 1))
@@ -222,6 +232,11 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
         outcome = _outcome(engine, context, records, job_id, stop_event)
     except exceptions.ClaimLost:
         return Outcome('RUNNING', 'claim lost', lost=True)
+    except exceptions.UnknownWorkflow as exc:
+        # Built by a newer release's factory: as for an unknown workflow,
+        # give it back for an upgraded conductor.
+        outcome = Outcome('PENDING', f'transient failure: {exc} on this '
+                          f'conductor', release=True)
     except Exception as exc:
         if claim.lost:
             return Outcome('RUNNING', 'claim lost', lost=True)

@@ -11,7 +11,11 @@ A runbook module (``flows/<name>.py``) defines a module-level
   the persistence store when the job first starts and never recomputed;
 - ``factory``: dotted name of a module-level function
   ``factory(params, targets)`` returning the TaskFlow flow.  Atom names
-  must be stable across releases; a changed graph gets a new factory.
+  must be stable across releases; a changed graph gets a new factory,
+  and the old one moves to ``earlier_factories`` (oldest first): a job
+  is always resumed by the factory that built it (recorded with its
+  logbook; a job started before factories were recorded was built by
+  the oldest one).
 
 Parsing errors raise :class:`~octavia_workflows.exceptions.
 InvalidParameter` with a one-line message.
@@ -157,6 +161,14 @@ class Workflow:
     #: :class:`~octavia_workflows.engine.context.PlanContext`, for a dry
     #: run as well (``dry_run`` True).
     preflight: typing.Callable | None = None
+    #: Factories of earlier releases, oldest first, kept for the jobs
+    #: they built (see the module docstring).
+    earlier_factories: tuple = ()
+
+    @property
+    def factories(self):
+        """Every factory this workflow has had, oldest first."""
+        return tuple(self.earlier_factories) + (self.factory,)
 
     def validate(self, raw):
         """Parse ``{name: text}`` into typed parameters with defaults.
@@ -187,8 +199,20 @@ class Workflow:
             self.check(params)
         return params
 
-    def load_factory(self):
-        module_name, _, attr = self.factory.partition(':')
+    def load_factory(self, name=None):
+        """The factory function called ``name`` (default: the current
+        one).
+
+        :raises UnknownWorkflow: ``name`` is not one of
+            :attr:`factories` (a job built by a newer release).
+        """
+        name = name or self.factory
+        if name not in self.factories:
+            raise exceptions.UnknownWorkflow(
+                f'workflow {self.name}: this release does not have the '
+                f'flow factory {name} that built the job (a newer release '
+                f'started it; run it on an upgraded conductor)')
+        module_name, _, attr = name.partition(':')
         module = __import__(module_name, fromlist=[attr])
         return getattr(module, attr)
 

@@ -246,10 +246,11 @@ class WaitForAmphora(common.WaitForTarget):
         return states.DONE, None, after
 
 
-def amphora_flow(name, params, targets, start_cls=StartAmphoraFailover):
+def amphora_flow(name, params, targets, start_cls=StartAmphoraFailover,
+                 target_flow=common.target_flow):
     def make(item):
         target, details = item['target'], item['details']
-        return common.target_flow(
+        return target_flow(
             name, target, start_cls(name, target, details),
             FailoverAmphora(name, target, details),
             WaitForAmphora(name, target, details))
@@ -258,9 +259,16 @@ def amphora_flow(name, params, targets, start_cls=StartAmphoraFailover):
 
 
 def failover_amphorae_flow(params, targets):
-    """Factory: lanes (one load balancer's amphorae in one lane) of
-    start / failover / wait per amphora."""
+    """Factory of earlier releases: lanes (one load balancer's amphorae
+    in one lane) of start / failover / wait atoms per amphora."""
     return amphora_flow(NAME, params, targets)
+
+
+def failover_amphorae_flow_v2(params, targets):
+    """Factory: lanes (one load balancer's amphorae in one lane) of one
+    start-failover-wait atom per amphora."""
+    return amphora_flow(NAME, params, targets,
+                        target_flow=common.compact_target_flow)
 
 
 WORKFLOW = base.Workflow(
@@ -273,7 +281,9 @@ WORKFLOW = base.Workflow(
                    'status', choices=('ERROR',)),
     ) + common.FILTER_PARAMS + common.COMMON_PARAMS,
     factory='octavia_workflows.flows.failover_amphorae:'
-    'failover_amphorae_flow',
+    'failover_amphorae_flow_v2',
+    earlier_factories=('octavia_workflows.flows.failover_amphorae:'
+                       'failover_amphorae_flow',),
     plan=plan,
     engine='parallel',
     check=_check,

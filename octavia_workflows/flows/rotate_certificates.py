@@ -82,9 +82,17 @@ class StartCertificateRotation(amphorae_mod.StartAmphoraFailover):
 
 
 def rotate_certificates_flow(params, targets):
-    """Factory: lanes of start / failover / wait per amphora."""
+    """Factory of earlier releases: lanes of start / failover / wait
+    atoms per amphora."""
     return amphorae_mod.amphora_flow(NAME, params, targets,
                                      StartCertificateRotation)
+
+
+def rotate_certificates_flow_v2(params, targets):
+    """Factory: lanes of one start-failover-wait atom per amphora."""
+    return amphorae_mod.amphora_flow(
+        NAME, params, targets, StartCertificateRotation,
+        target_flow=common.compact_target_flow)
 
 
 WORKFLOW = base.Workflow(
@@ -98,7 +106,9 @@ WORKFLOW = base.Workflow(
                    'change)', default=False),
     ) + common.FILTER_PARAMS + common.COMMON_PARAMS,
     factory='octavia_workflows.flows.rotate_certificates:'
-    'rotate_certificates_flow',
+    'rotate_certificates_flow_v2',
+    earlier_factories=('octavia_workflows.flows.rotate_certificates:'
+                       'rotate_certificates_flow',),
     plan=plan,
     engine='parallel',
     check=_check,

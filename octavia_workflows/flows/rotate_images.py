@@ -208,18 +208,28 @@ def judge(before, after, want_image=None):
     return states.DONE, None, after
 
 
-def rotate_images_flow(params, targets):
-    """Factory: lanes of start / failover / wait per load balancer."""
-
+def _flow(params, targets, target_flow):
     def make(item):
         target, details = item['target'], item['details']
-        return common.target_flow(
+        return target_flow(
             NAME, target,
             StartRotation(NAME, target, details),
             FailoverLoadBalancer(NAME, target, details),
             WaitForLoadBalancer(NAME, target, details))
 
     return common.build(NAME, params, targets, make)
+
+
+def rotate_images_flow(params, targets):
+    """Factory of earlier releases: lanes of start / failover / wait
+    atoms per load balancer."""
+    return _flow(params, targets, common.target_flow)
+
+
+def rotate_images_flow_v2(params, targets):
+    """Factory: lanes of one start-failover-wait atom per load balancer
+    (:func:`common.compact_target_flow`)."""
+    return _flow(params, targets, common.compact_target_flow)
 
 
 WORKFLOW = base.Workflow(
@@ -235,7 +245,9 @@ WORKFLOW = base.Workflow(
         base.Param('flavor', 'str', 'only load balancers of this Octavia '
                    'flavor (id or name)'),
     ) + common.FILTER_PARAMS + common.COMMON_PARAMS,
-    factory='octavia_workflows.flows.rotate_images:rotate_images_flow',
+    factory='octavia_workflows.flows.rotate_images:rotate_images_flow_v2',
+    earlier_factories=(
+        'octavia_workflows.flows.rotate_images:rotate_images_flow',),
     plan=plan,
     engine='parallel',
     check=_check,

@@ -6,11 +6,14 @@ A renamed atom would run again (or its saved state would be ignored), so
 atom names are frozen here: ``data/atom_names.json`` holds, for sample
 targets of every workflow, the atoms its factory builds, in order.
 
+A sample without ``factory`` was frozen before factories were recorded:
+it is built by the workflow's oldest factory, as such jobs are resumed.
+
 When this test fails: do not regenerate the file to make it pass.  Keep
 the old factory and its names for jobs already posted, and give the
-changed graph a new factory (see flows/base.py).  Only a new workflow or
-a new sample is added with ``python tests/unit/test_atom_names.py
---add NAME``.
+changed graph a new factory (see flows/base.py).  Only a new workflow, a
+new factory or a new sample is added with ``python
+tests/unit/test_atom_names.py --add NAME``.
 """
 
 import json
@@ -43,7 +46,9 @@ def build(sample):
     workflow = base.get(sample['workflow'])
     params = {p.name: p.default for p in workflow.params}
     params.update(sample['params'])
-    return atom_names(workflow.load_factory()(params, sample['targets']))
+    factory = sample.get('factory') or workflow.factories[0]
+    return atom_names(workflow.load_factory(factory)(params,
+                                                     sample['targets']))
 
 
 def _samples():
@@ -60,6 +65,11 @@ def _samples():
     samples['rotate-images-parallel'] = {
         'workflow': 'rotate-images', 'params': {'concurrency': 2},
         'targets': one}
+    for label in ('rotate-images', 'rotate-images-parallel',
+                  'failover-amphorae', 'rotate-certificates'):
+        sample = samples[label]
+        samples[f'{label}-v2'] = dict(
+            sample, factory=base.get(sample['workflow']).factory)
     samples['selftest'] = {'workflow': 'selftest', 'params': {}, 'targets': [
         {'target': f'step-{n}', 'action': 'step', 'details': {'step': n}}
         for n in (1, 2)]}
@@ -97,11 +107,16 @@ def test_atom_names_are_stable(label):
         f'would not resume correctly (see this module\'s docstring)')
 
 
-def test_every_workflow_is_covered():
+def test_every_workflow_and_factory_is_covered():
     covered = {s['workflow'] for s in _load().values()}
     assert covered >= set(base.names()), (
         f'add a sample for {sorted(set(base.names()) - covered)}: python '
         f'tests/unit/test_atom_names.py --add NAME')
+    frozen = {s.get('factory') or base.get(s['workflow']).factories[0]
+              for s in _load().values()}
+    current = {base.get(name).factory for name in base.names()}
+    assert frozen >= current, (
+        f'add a sample for the factories {sorted(current - frozen)}')
 
 
 def test_atom_names_are_unique_per_flow():

@@ -199,6 +199,13 @@ def test_flow_atoms_are_stable_and_unique():
     assert len(names) == len(set(names)) == 15
     assert 'rotate-images:lb0:start-retry' in names
     assert 'rotate-images:lb2:act' in names
+    compact = list(_atoms(rotate_images.rotate_images_flow_v2(params,
+                                                              targets)))
+    assert compact == list(_atoms(rotate_images.rotate_images_flow_v2(
+        params, targets)))
+    assert len(compact) == len(set(compact)) == 6
+    assert 'rotate-images:lb0:retry' in compact
+    assert 'rotate-images:lb2:steps' in compact
 
 
 def test_empty_plan_still_builds_a_flow():
