@@ -51,3 +51,23 @@ def test_update_touches_the_job(records):
 def test_unknown_target_changes_nothing(records):
     assert records.update_target('j1', 'nope', state='DONE') is None
     assert records.get_target('j1', 't1')['state'] == 'PENDING'
+
+
+def test_a_job_whose_submit_died_before_posting_can_be_cancelled(tmp_path):
+    """``submit`` killed between recording a board job and posting it
+    leaves a PENDING record with no posting: ``cancel`` settles it
+    without the jobboard (nothing there to remove)."""
+    from octavia_workflows.conf import load
+    from octavia_workflows.engine import jobs
+
+    conf = load([])
+    conf.set_override('state_path', str(tmp_path))
+    store = pers.Persistence(f'sqlite:///{tmp_path}/s.sqlite')
+    store.upgrade()
+    store.records.create_job('j2', 'selftest', {'steps': 1}, 'board')
+    try:
+        job = jobs.JobService(conf, store).cancel('j2')
+    finally:
+        store.close()
+    assert job['state'] == 'CANCELLED'
+    assert job['board_job'] is None
