@@ -78,6 +78,15 @@ def factory_of(workflow, flow_detail):
     return flow_detail.meta.get('factory') or workflow.factories[0]
 
 
+def _unknown_here(exc):
+    """The outcome for a job this conductor cannot build (a workflow or
+    flow factory of a newer release, during a rolling upgrade): give it
+    back, with the usual backoff, for an upgraded conductor; the attempt
+    limit ends it FAILED if none ever knows it."""
+    return Outcome('PENDING', f'transient failure: {exc} on this conductor',
+                   release=True)
+
+
 def freeze_plan(workflow, job, context):
     """Compute and store the plan unless it is already frozen.
 
@@ -164,13 +173,7 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
     try:
         workflow = flows_base.get(job['workflow'])
     except exceptions.UnknownWorkflow as exc:
-        # During a rolling upgrade a conductor of the previous release may
-        # claim a job of a workflow added since: give it back (with the
-        # usual backoff) for an upgraded conductor; the conductor's
-        # attempt limit ends it FAILED if none ever knows it.
-        return _settle(records, job_id, claim, Outcome(
-            'PENDING', f'transient failure: {exc} on this conductor',
-            release=True))
+        return _settle(records, job_id, claim, _unknown_here(exc))
     context = ctx_mod.RunContext(
         job_id, job['workflow'], job['parameters'], claim.owner, records,
         claim, cloud_name=job['cloud'], cloud_factory=cloud_factory,
@@ -233,10 +236,7 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
     except exceptions.ClaimLost:
         return Outcome('RUNNING', 'claim lost', lost=True)
     except exceptions.UnknownWorkflow as exc:
-        # Built by a newer release's factory: as for an unknown workflow,
-        # give it back for an upgraded conductor.
-        outcome = Outcome('PENDING', f'transient failure: {exc} on this '
-                          f'conductor', release=True)
+        outcome = _unknown_here(exc)
     except Exception as exc:
         if claim.lost:
             return Outcome('RUNNING', 'claim lost', lost=True)
