@@ -187,3 +187,50 @@ def test_unknown_workflow_is_left_for_an_upgraded_conductor(
         "gave up after 2 attempts without progress: transient failure: "
         "unknown workflow 'from-a-newer-release' (see \"octavia-workflow "
         "flows\") on this conductor")
+
+
+def test_job_of_an_unknown_factory_is_left_for_an_upgraded_conductor(
+        make_deployment):
+    """A job whose logbook names a flow factory this release does not
+    have (a newer release started it) is given back, never run with
+    another graph; with no conductor knowing it the job ends FAILED after
+    the attempt limit, with the reason."""
+    from taskflow.persistence import models
+
+    from octavia_workflows.conf import load
+    from octavia_workflows.engine import jobboard, jobs
+    from octavia_workflows.engine import persistence as pers
+    from octavia_workflows.flows import selftest
+
+    dep = make_deployment('redis', 'sqlite',
+                          conductor={'max_job_attempts': 2})
+    conf = load([dep.path])
+    store = pers.Persistence(conf.task_flow.persistence_connection)
+    newer = 'octavia_workflows.flows.selftest:selftest_flow_v9'
+    record = dep.tmp_path / 'steps.txt'
+
+    def board():
+        driver = jobboard.fetch(conf)
+        driver.connect()
+        return driver
+
+    service = jobs.JobService(conf, store, board_factory=board)
+    try:
+        job_id = service.create(selftest.WORKFLOW, selftest.WORKFLOW.validate(
+            {'steps': '1', 'step_seconds': '0', 'record_to': str(record)}))
+        book = models.LogBook(f'job-{job_id}', uuid=job_id)
+        detail = models.FlowDetail('selftest', uuid=job_id)
+        detail.meta.update(workflow='selftest', factory=newer)
+        book.add(detail)
+        store.taskflow_backend().get_connection().save_logbook(book)
+    finally:
+        service.close()
+        store.close()
+    dep.conductor('old')
+    job = dep.wait_for(job_id, lambda j: j['state'] == 'FAILED',
+                       timeout=60, what='FAILED')
+    assert job['reason'].startswith(
+        'gave up after 2 attempts without progress: transient failure: '
+        f'workflow selftest: this release does not have the flow factory '
+        f'{newer} that built the job')
+    assert not record.exists()
