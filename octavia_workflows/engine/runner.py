@@ -206,7 +206,7 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
              'details': t['details']} for t in planned])
         options = {}
         if workflow.engine == 'parallel':
-            workers = max(1, int(job['parameters'].get('concurrency') or 1))
+            workers = _width(flow, job['parameters'])
             executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=workers,
                 thread_name_prefix=f'job-{job_id[:8]}')
@@ -294,6 +294,17 @@ def _failure_outcome(exc, job_id):
     else:
         LOG.exception('job %s failed', job_id)
     return Outcome('FAILED', _line(exc))
+
+
+def _width(flow, params):
+    """Threads a parallel engine needs: one per branch of a top-level
+    unordered flow (a runbook's lanes), at least ``concurrency``."""
+    from taskflow.patterns import unordered_flow
+
+    concurrency = max(1, int(params.get('concurrency') or 1))
+    if isinstance(flow, unordered_flow.Flow):
+        return max(concurrency, len(flow))
+    return concurrency
 
 
 def _outcome(engine, context, records, job_id, stop_event):

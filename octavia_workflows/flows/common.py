@@ -26,9 +26,13 @@ the jobs earlier releases built with it, and for the host runbooks.
 
 A failure of one target is recorded on that target (FAILED with the
 error) and never fails the job; the circuit breaker pauses the job after
-``max_failures`` of them.  Targets are spread over ``concurrency`` lanes
-(targets sharing a load balancer stay in one lane, in plan order), so no
-more than ``concurrency`` targets are ever in flight.
+``max_failures`` of them.  Targets are spread over lanes
+(targets sharing a load balancer stay in one lane, in plan order); there
+are more lanes than ``concurrency`` so that the next target waits at the
+pacer, ready, and starts the moment a slot is freed.  The pacer keeps no
+more than ``concurrency`` targets in flight: from the start until the
+failover was seen done and verified (a failed target holds its slot
+until the circuit breaker was consulted).
 """
 
 import logging
@@ -56,6 +60,14 @@ MAX_INTERVAL_WINDOW = 600.0
 BACKOFF = 1.0
 #: Seconds between looks at the pacer or the stop flag inside a check.
 TICK = 0.2
+#: Target details key: epoch time the target's failover was seen done
+#: and verified, when its pacing slot was freed (it is recorded with
+#: the target's end, a moment later).
+VERIFIED = 'verified'
+#: Lanes per unit of ``concurrency``: the extra lanes hold the next
+#: targets ready at the pacer, so one starts as soon as a slot is freed
+#: instead of after the previous target's bookkeeping.
+LANES_PER_SLOT = 2
 
 COMMON_PARAMS = (
     base.Param('concurrency', 'int', 'targets in flight at once',
@@ -145,13 +157,16 @@ def exactly_one(params, names, what):
 
 
 def finish(context, target, state, error=None, **details):
-    """End a target (DONE, SKIPPED or FAILED), free its pacing slot and,
-    for a failure, consult the circuit breaker."""
+    """End a target (DONE, SKIPPED or FAILED) and free its pacing slot;
+    a failure first consults the circuit breaker, so that no target
+    waiting for the slot starts once the breaker trips."""
     run = pacing.run_state(context)
-    context.target_finished(target, state, error=error, **details)
-    run.pacer.release(target)
-    if state == states.FAILED:
-        _breaker(context, run, target)
+    try:
+        context.target_finished(target, state, error=error, **details)
+        if state == states.FAILED:
+            _breaker(context, run, target)
+    finally:
+        run.pacer.release(target)
 
 
 def _breaker(context, run, target):
@@ -258,7 +273,13 @@ class StartTarget(TargetTask):
             if context.stopping:
                 backoff(context)
                 raise NotYet('the job is stopping: no new target starts')
+            seen = pacer.frees
             admitted, wait = pacer.try_start(self.target, az)
+            if admitted and context.stopping:
+                # the breaker (or the operator) stopped the job while
+                # this target waited: it does not start
+                pacer.cancel(self.target)
+                continue
             if admitted:
                 return
             if wait > window:
@@ -266,7 +287,11 @@ class StartTarget(TargetTask):
             left = began + window - time.monotonic()
             if left <= 0:
                 raise NotYet('waiting for a pacing slot')
-            time.sleep(max(0.01, min(TICK, wait or TICK, left)))
+            if wait:
+                time.sleep(max(0.01, min(TICK, wait, left)))
+            else:
+                # a slot: woken as soon as one is freed
+                pacer.wait(min(TICK, left), seen)
 
 
 class ActOnTarget(TargetTask):
@@ -382,7 +407,15 @@ class WaitForTarget(TargetTask):
                 raise NotYet(str(exc)) from exc
             finish(context, self.target, states.FAILED, error=str(exc))
             return states.FAILED
-        finish(context, self.target, state, error=error, after=after)
+        extra = {}
+        if state == states.DONE:
+            # Octavia is done with it: the next target may start while
+            # this one is recorded (a failed one first consults the
+            # circuit breaker, in finish()).
+            extra[VERIFIED] = time.time()
+            pacing.run_state(context).pacer.release(self.target)
+        finish(context, self.target, state, error=error, after=after,
+               **extra)
         return state
 
 
@@ -463,11 +496,15 @@ def lanes(items, concurrency, key):
 def build(workflow, params, targets, make_target, key=None):
     """The job's flow: lanes of per-target flows.
 
+    There are up to ``concurrency * LANES_PER_SLOT`` lanes; the pacer,
+    not the lanes, keeps the targets in flight within ``concurrency``.
+
     ``make_target(item)`` returns the flow of one planned target (a dict
     with ``target``, ``action`` and ``details``).
     """
     key = key or (lambda item: item['details'].get('lb') or item['target'])
-    split = lanes(targets, params.get('concurrency'), key)
+    concurrency = max(1, int(params.get('concurrency') or 1))
+    split = lanes(targets, concurrency * LANES_PER_SLOT, key)
     if not split:
         return linear_flow.Flow(workflow).add(NothingToDo(workflow))
     if len(split) == 1:

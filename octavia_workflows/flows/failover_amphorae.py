@@ -181,8 +181,8 @@ class StartAmphoraFailover(common.StartTarget):
         lb, siblings = None, []
         if amp.get('loadbalancer_id'):
             try:
-                lb = cloud.get_load_balancer(amp['loadbalancer_id'])
-                siblings = cloud.list_amphorae(loadbalancer_id=lb['id'])
+                lb, siblings = cloud.get_load_balancer_and_amphorae(
+                    amp['loadbalancer_id'])
             except exceptions.CloudNotFound:
                 lb = None
         repair = bool(context.params.get('status') == 'ERROR')

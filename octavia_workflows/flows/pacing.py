@@ -40,6 +40,8 @@ class Pacer:
         self.max_per_az = int(max_per_az) if max_per_az else None
         self.clock = clock
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
+        self._frees = 0
         self._in_flight = {}
         self._last_start = None
         self._undo = {}
@@ -117,6 +119,8 @@ class Pacer:
             previous, now = taken
             if self._last_start == now:
                 self._last_start = previous
+            self._frees += 1
+            self._freed.notify_all()
 
     def adopt(self, target, az=None):
         """A target already started by an earlier run is in flight."""
@@ -124,10 +128,31 @@ class Pacer:
             self._in_flight[target] = az
 
     def release(self, target):
-        """The target finished: free its slot (its start time stays)."""
+        """The target finished (or its failover was seen done and
+        verified): free its slot (its start time stays) and wake the
+        targets waiting in :meth:`wait`.  Releasing twice is harmless."""
         with self._lock:
             self._in_flight.pop(target, None)
             self._undo.pop(target, None)
+            self._frees += 1
+            self._freed.notify_all()
+
+    @property
+    def frees(self):
+        """How many times a slot was freed so far (for :meth:`wait`)."""
+        with self._lock:
+            return self._frees
+
+    def wait(self, timeout, seen):
+        """Sleep until a slot is freed (:meth:`release` or
+        :meth:`cancel`) after :attr:`frees` was ``seen``, at most
+        ``timeout`` seconds; at once if that already happened.
+
+        :returns: True if a slot was freed, False on timeout.
+        """
+        with self._lock:
+            return self._freed.wait_for(lambda: self._frees != seen,
+                                        max(0.0, timeout))
 
 
 def breaker_should_trip(failed, trips, max_failures):

@@ -136,10 +136,9 @@ class StartRotation(common.StartTarget):
     def recheck(self, context, cloud):
         lb_id = self.details['lb']
         try:
-            lb = cloud.get_load_balancer(lb_id)
+            lb, amps = cloud.get_load_balancer_and_amphorae(lb_id)
         except exceptions.CloudNotFound:
             return 'load balancer no longer exists', None
-        amps = cloud.list_amphorae(loadbalancer_id=lb_id)
         reason = (inventory.lb_skip_reason(lb, amps)
                   or stale_reason(amps, self.details.get('want_image'),
                                   self.details.get('created_before')))

@@ -1,5 +1,11 @@
 """Pacing (concurrency, interval, per-zone cap) and the circuit breaker."""
 
+import threading
+import time
+
+from taskflow import task
+
+from octavia_workflows.engine import runner
 from octavia_workflows.flows import common, pacing
 
 
@@ -119,6 +125,11 @@ def test_breaker_trips_at_each_multiple_of_max_failures():
     assert not pacing.breaker_should_trip(50, 0, None)
 
 
+class _Atom(task.Task):
+    def execute(self):
+        return None
+
+
 def _item(target, lb=None):
     return {'target': target, 'action': 'x', 'details': {'lb': lb or target}}
 
@@ -136,3 +147,44 @@ def test_lanes_never_exceed_concurrency_or_groups():
     assert len(common.lanes(items, 8, key=lambda i: i['target'])) == 3
     assert len(common.lanes(items, 1, key=lambda i: i['target'])) == 1
     assert common.lanes([], 4, key=lambda i: i['target']) == []
+
+
+def test_a_waiting_target_wakes_when_a_slot_is_freed():
+    pacer = pacing.Pacer(concurrency=1)
+    assert pacer.try_start('a')[0]
+    seen = pacer.frees
+    assert pacer.try_start('b') == (False, 0.0)
+    woke = []
+    waiter = threading.Thread(
+        target=lambda: woke.append(pacer.wait(30.0, seen)))
+    waiter.start()
+    pacer.release('a')
+    waiter.join(5.0)
+    assert woke == [True]
+    assert pacer.try_start('b')[0]
+
+
+def test_a_slot_freed_before_the_wait_is_not_missed():
+    pacer = pacing.Pacer(concurrency=1)
+    pacer.try_start('a')
+    seen = pacer.frees
+    pacer.release('a')           # between the refusal and the wait
+    began = time.monotonic()
+    assert pacer.wait(30.0, seen) is True
+    assert time.monotonic() - began < 1.0
+    assert pacer.wait(0.05, pacer.frees) is False
+
+
+def test_build_has_spare_lanes_for_the_next_targets():
+    items = [_item(f't{n}') for n in range(5)]
+    flow = common.build('wf', {'concurrency': 1}, items,
+                        lambda item: _Atom(item['target']))
+    assert [[atom.name for atom in lane] for lane in flow] == [
+        ['t0', 't2', 't4'], ['t1', 't3']]
+    assert runner._width(flow, {'concurrency': 1}) == 2
+    flow = common.build('wf', {'concurrency': 3}, items,
+                        lambda item: _Atom(item['target']))
+    assert len(flow) == 5 == runner._width(flow, {'concurrency': 3})
+    single = common.build('wf', {'concurrency': 4}, items[:1],
+                          lambda item: _Atom(item['target']))
+    assert runner._width(single, {'concurrency': 4}) == 4
