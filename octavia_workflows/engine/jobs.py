@@ -183,11 +183,7 @@ class JobService:
         settle_now = job['state'] == 'PAUSED' or (
             job['state'] == 'PENDING' and self._unpost(job))
         if settle_now:
-            for target in self.records.get_targets(job['id'],
-                                                   states=['PENDING']):
-                self.records.update_target(job['id'], target['target'],
-                                           state='SKIPPED',
-                                           error='job cancelled')
+            self.records.skip_pending(job['id'], 'job cancelled')
             self.records.update_job(
                 job['id'], expect_states=('PENDING', 'PAUSED'),
                 state='CANCELLED', control='', gate=gates.dump(remaining),
@@ -292,11 +288,7 @@ class JobService:
         if not ok:
             raise exceptions.InvalidJobState(
                 f'job {job["id"]} changed state; try again')
-        for target in self.records.get_targets(job['id'],
-                                               states=['PENDING']):
-            self.records.update_target(job['id'], target['target'],
-                                       state='SKIPPED',
-                                       error='job rejected at a gate')
+        self.records.skip_pending(job['id'], 'job rejected at a gate')
         LOG.info('job %s: %s', job['id'], text)
         return self.records.get_job(job['id'])
 

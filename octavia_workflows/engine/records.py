@@ -271,6 +271,22 @@ class Records:
                 updated_at=utcnow()))
         return before
 
+    def skip_pending(self, job_id, error):
+        """Mark every PENDING target of the job SKIPPED with ``error``
+        (one statement, however many targets); touches the job's
+        ``updated_at``.
+
+        :returns: how many targets were skipped.
+        """
+        with self.engine.begin() as conn:
+            skipped = conn.execute(targets.update().where(
+                targets.c.job_id == job_id,
+                targets.c.state == 'PENDING').values(
+                    state='SKIPPED', error=error)).rowcount
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
+                updated_at=utcnow()))
+        return skipped
+
     def progress(self, job_ids):
         """``{job_id: {'total', 'done', 'failed', 'skipped', 'running'}}``."""
         result = {j: dict(total=0, done=0, failed=0, skipped=0, running=0)

@@ -337,9 +337,7 @@ def _settle(records, job_id, claim, outcome):
         values['finished_at'] = now
         values['control'] = ''
     if outcome.state == 'CANCELLED':
-        for target in records.get_targets(job_id, states=['PENDING']):
-            records.update_target(job_id, target['target'],
-                                  state='SKIPPED', error='job cancelled')
+        records.skip_pending(job_id, 'job cancelled')
     if outcome.state == 'PAUSED':
         values['control'] = ''
     if outcome.release:

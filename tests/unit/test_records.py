@@ -71,3 +71,23 @@ def test_a_job_whose_submit_died_before_posting_can_be_cancelled(tmp_path):
         store.close()
     assert job['state'] == 'CANCELLED'
     assert job['board_job'] is None
+
+
+def test_skip_pending_skips_only_pending_targets_of_that_job(records):
+    records.create_job('j2', 'rotate-images', {}, 'board')
+    records.save_plan('j2', [
+        {'target': t, 'action': 'lb-failover', 'details': {}}
+        for t in ('t1', 't2', 't3', 't4')], [])
+    records.update_target('j2', 't2', state='RUNNING')
+    records.update_target('j2', 't3', state='DONE')
+    old = datetime.datetime(2000, 1, 1)
+    records.update_job('j2', updated_at=old)
+    assert records.skip_pending('j2', 'job cancelled') == 2
+    rows = {r['target']: (r['state'], r['error'])
+            for r in records.get_targets('j2')}
+    assert rows == {'t1': ('SKIPPED', 'job cancelled'),
+                    't2': ('RUNNING', None), 't3': ('DONE', None),
+                    't4': ('SKIPPED', 'job cancelled')}
+    assert records.get_target('j1', 't1')['state'] == 'PENDING'
+    assert records.get_job('j2')['updated_at'] > old
+    assert records.skip_pending('j2', 'again') == 0
