@@ -297,14 +297,24 @@ def _failure_outcome(exc, job_id):
 
 
 def _width(flow, params):
-    """Threads a parallel engine needs: one per branch of a top-level
-    unordered flow (a runbook's lanes), at least ``concurrency``."""
-    from taskflow.patterns import unordered_flow
-
+    """Threads a parallel engine needs: as many atoms as can run at once
+    (every lane of every unordered flow, nested ones included), at least
+    ``concurrency``.  Fewer would leave a lane's atom queued while
+    others wait for a pacing slot it holds."""
     concurrency = max(1, int(params.get('concurrency') or 1))
-    if isinstance(flow, unordered_flow.Flow):
-        return max(concurrency, len(flow))
-    return concurrency
+    return max(concurrency, _parallel(flow))
+
+
+def _parallel(item):
+    from taskflow import flow as tf_flow
+    from taskflow.patterns import linear_flow
+
+    if not isinstance(item, tf_flow.Flow):
+        return 1
+    widths = [_parallel(child) for child in item] or [1]
+    if isinstance(item, linear_flow.Flow):
+        return max(widths)
+    return sum(widths)
 
 
 def _outcome(engine, context, records, job_id, stop_event):

@@ -188,3 +188,15 @@ def test_build_has_spare_lanes_for_the_next_targets():
     single = common.build('wf', {'concurrency': 4}, items[:1],
                           lambda item: _Atom(item['target']))
     assert runner._width(single, {'concurrency': 4}) == 4
+
+
+def test_width_counts_nested_lanes():
+    """evacuate-host puts the amphora lanes inside a linear flow: the
+    engine still gets a thread per lane."""
+    from taskflow.patterns import linear_flow
+
+    items = [_item(f't{n}') for n in range(6)]
+    lanes = common.build('wf', {'concurrency': 2}, items,
+                         lambda item: _Atom(item['target']))
+    outer = linear_flow.Flow('outer').add(_Atom('first'), lanes)
+    assert runner._width(outer, {'concurrency': 2}) == 4
