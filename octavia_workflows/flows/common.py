@@ -27,10 +27,10 @@ the jobs earlier releases built with it, and for the host runbooks.
 A failure of one target is recorded on that target (FAILED with the
 error) and never fails the job; the circuit breaker pauses the job after
 ``max_failures`` of them.  Targets are spread over lanes
-(targets sharing a load balancer stay in one lane, in plan order); there
-are more lanes than ``concurrency`` so that the next target waits at the
-pacer, ready, and starts the moment a slot is freed.  The pacer keeps no
-more than ``concurrency`` targets in flight: from the start until the
+(targets sharing a load balancer stay in one lane, in plan order), at
+most ``concurrency`` lanes, so that a job starts its targets in plan
+order at concurrency 1 (also after a resume).  The pacer keeps no more
+than ``concurrency`` targets in flight: from the start until the
 failover was seen done and verified (a failed target holds its slot
 until the circuit breaker was consulted).
 """
@@ -64,10 +64,6 @@ TICK = 0.2
 #: and verified, when its pacing slot was freed (it is recorded with
 #: the target's end, a moment later).
 VERIFIED = 'verified'
-#: Lanes per unit of ``concurrency``: the extra lanes hold the next
-#: targets ready at the pacer, so one starts as soon as a slot is freed
-#: instead of after the previous target's bookkeeping.
-LANES_PER_SLOT = 2
 
 COMMON_PARAMS = (
     base.Param('concurrency', 'int', 'targets in flight at once',
@@ -496,15 +492,11 @@ def lanes(items, concurrency, key):
 def build(workflow, params, targets, make_target, key=None):
     """The job's flow: lanes of per-target flows.
 
-    There are up to ``concurrency * LANES_PER_SLOT`` lanes; the pacer,
-    not the lanes, keeps the targets in flight within ``concurrency``.
-
     ``make_target(item)`` returns the flow of one planned target (a dict
     with ``target``, ``action`` and ``details``).
     """
     key = key or (lambda item: item['details'].get('lb') or item['target'])
-    concurrency = max(1, int(params.get('concurrency') or 1))
-    split = lanes(targets, concurrency * LANES_PER_SLOT, key)
+    split = lanes(targets, params.get('concurrency'), key)
     if not split:
         return linear_flow.Flow(workflow).add(NothingToDo(workflow))
     if len(split) == 1:

@@ -222,14 +222,18 @@ def test_breaker_pauses_resume_continues_cancel_ends_cleanly(
     for lb_id in lbs[:2]:
         assert 'ERROR after its failover' in report[lb_id]['error']
         assert report[lb_id]['before']['amphorae']
-    # resume: the third target runs; cancel while it is in flight
-    sandbox.inject(delays={'compute.build': 2.0})
+    # resume: the third target runs; cancel while it is in flight (its
+    # build is long enough for the cancel to be seen before it ends: the
+    # fourth target is waiting, ready, for its slot)
+    sandbox.inject(delays={'compute.build': 6.0})
     try:
         rb.cli('resume', job_id, check=0)
         rb.wait_for(job_id, lambda j: j['targets'][2]['state'] == 'RUNNING',
                     what='third target in flight')
         wait_pending(sandbox, [lbs[2]])
         rb.cli('cancel', job_id, check=0)
+        assert lb_status(sandbox, [lbs[2]]) == {lbs[2]: 'PENDING_UPDATE'}, \
+            'the cancel came after the third failover ended'
         final = rb.wait_for(job_id, lambda j: j['state'] == 'CANCELLED',
                             what='cancelled')
     finally:
