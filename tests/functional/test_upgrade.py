@@ -151,11 +151,10 @@ if __name__ == '__main__':
     _write()
 
 
-def test_unknown_workflow_is_left_for_an_upgraded_conductor(
-        make_deployment):
-    """A conductor that does not know a job's workflow (a newer release
-    posted it) gives it back; with no conductor knowing it the job ends
-    FAILED after the attempt limit, with the reason."""
+def _given_up_by_an_old_conductor(make_deployment, post):
+    """Post a job with ``post(service, store)`` (returns its id) on a
+    Redis jobboard, run a conductor of this release with an attempt
+    limit of 2 and return the job once it ended FAILED."""
     from octavia_workflows.conf import load
     from octavia_workflows.engine import jobboard, jobs
     from octavia_workflows.engine import persistence as pers
@@ -171,18 +170,27 @@ def test_unknown_workflow_is_left_for_an_upgraded_conductor(
         return driver
 
     service = jobs.JobService(conf, store, board_factory=board)
-
-    class Newer:
-        name = 'from-a-newer-release'
-
     try:
-        job_id = service.create(Newer, {})
+        job_id = post(service, store)
     finally:
         service.close()
         store.close()
     dep.conductor('old')
-    job = dep.wait_for(job_id, lambda j: j['state'] == 'FAILED',
-                       timeout=60, what='FAILED')
+    return dep.wait_for(job_id, lambda j: j['state'] == 'FAILED',
+                        timeout=60, what='FAILED')
+
+
+def test_unknown_workflow_is_left_for_an_upgraded_conductor(
+        make_deployment):
+    """A conductor that does not know a job's workflow (a newer release
+    posted it) gives it back; with no conductor knowing it the job ends
+    FAILED after the attempt limit, with the reason."""
+
+    class Newer:
+        name = 'from-a-newer-release'
+
+    job = _given_up_by_an_old_conductor(
+        make_deployment, lambda service, store: service.create(Newer, {}))
     assert job['reason'] == (
         "gave up after 2 attempts without progress: transient failure: "
         "unknown workflow 'from-a-newer-release' (see \"octavia-workflow "
@@ -190,32 +198,19 @@ def test_unknown_workflow_is_left_for_an_upgraded_conductor(
 
 
 def test_job_of_an_unknown_factory_is_left_for_an_upgraded_conductor(
-        make_deployment):
+        make_deployment, tmp_path):
     """A job whose logbook names a flow factory this release does not
     have (a newer release started it) is given back, never run with
     another graph; with no conductor knowing it the job ends FAILED after
     the attempt limit, with the reason."""
     from taskflow.persistence import models
 
-    from octavia_workflows.conf import load
-    from octavia_workflows.engine import jobboard, jobs
-    from octavia_workflows.engine import persistence as pers
     from octavia_workflows.flows import selftest
 
-    dep = make_deployment('redis', 'sqlite',
-                          conductor={'max_job_attempts': 2})
-    conf = load([dep.path])
-    store = pers.Persistence(conf.task_flow.persistence_connection)
     newer = 'octavia_workflows.flows.selftest:selftest_flow_v9'
-    record = dep.tmp_path / 'steps.txt'
+    record = tmp_path / 'steps.txt'
 
-    def board():
-        driver = jobboard.fetch(conf)
-        driver.connect()
-        return driver
-
-    service = jobs.JobService(conf, store, board_factory=board)
-    try:
+    def post(service, store):
         job_id = service.create(selftest.WORKFLOW, selftest.WORKFLOW.validate(
             {'steps': '1', 'step_seconds': '0', 'record_to': str(record)}))
         book = models.LogBook(f'job-{job_id}', uuid=job_id)
@@ -223,12 +218,9 @@ def test_job_of_an_unknown_factory_is_left_for_an_upgraded_conductor(
         detail.meta.update(workflow='selftest', factory=newer)
         book.add(detail)
         store.taskflow_backend().get_connection().save_logbook(book)
-    finally:
-        service.close()
-        store.close()
-    dep.conductor('old')
-    job = dep.wait_for(job_id, lambda j: j['state'] == 'FAILED',
-                       timeout=60, what='FAILED')
+        return job_id
+
+    job = _given_up_by_an_old_conductor(make_deployment, post)
     assert job['reason'].startswith(
         'gave up after 2 attempts without progress: transient failure: '
         f'workflow selftest: this release does not have the flow factory '
