@@ -25,7 +25,9 @@ import threading
 
 from sqlalchemy import exc as sa_exc
 from taskflow import exceptions as tf_exc
+from taskflow import flow as tf_flow
 from taskflow import states as tf_states
+from taskflow.patterns import linear_flow
 from taskflow.persistence import models
 
 from octavia_workflows import exceptions
@@ -306,9 +308,6 @@ def _width(flow, params):
 
 
 def _parallel(item):
-    from taskflow import flow as tf_flow
-    from taskflow.patterns import linear_flow
-
     if not isinstance(item, tf_flow.Flow):
         return 1
     widths = [_parallel(child) for child in item] or [1]
