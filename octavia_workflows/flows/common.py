@@ -64,6 +64,10 @@ TICK = 0.2
 #: and verified, when its pacing slot was freed (it is recorded with
 #: the target's end, a moment later).
 VERIFIED = 'verified'
+#: Target details key: epoch time the reads its re-check used were
+#: asked for (up to :data:`.readahead.MAX_AGE` before its start when
+#: they were made ahead).
+RECHECKED = 'rechecked'
 
 COMMON_PARAMS = (
     base.Param('concurrency', 'int', 'targets in flight at once',
@@ -213,14 +217,27 @@ class TargetTask(task.Task):
 class StartTarget(TargetTask):
     """Gate: pacing slot, re-check, "before" snapshot, RUNNING.
 
-    Subclasses implement :meth:`recheck`.
+    Subclasses either implement :attr:`read` (a static method making
+    the cloud reads) and :meth:`judge` (deciding from them), and then
+    get read-ahead (:mod:`.readahead`), or override :meth:`recheck`
+    with :attr:`read` left None (no read-ahead).  A subclass of a
+    read/judge class extends both, never ``recheck`` alone, or a read
+    made ahead would bypass its extra checks.
     """
 
     step = 'start'
 
+    #: ``read(cloud, details)``: the reads :meth:`judge` needs, for the
+    #: target with plan ``details`` (plain data; raises CloudError).
+    read = None
+
+    def judge(self, context, data):
+        """``(skip_reason, before)`` from what :attr:`read` returned."""
+        raise NotImplementedError
+
     def recheck(self, context, cloud):
         """``(skip_reason, before)`` for the target as it is now."""
-        raise NotImplementedError
+        return self.judge(context, self.read(cloud, self.details))
 
     def execute(self, context):
         row = context.target(self.target)
@@ -234,7 +251,7 @@ class StartTarget(TargetTask):
             return states.RUNNING
         self._wait_for_slot(context, run.pacer, az)
         try:
-            reason, before = self.recheck(context, context.cloud())
+            rechecked, reason, before = self._recheck(context, run)
         except exceptions.CloudError as exc:
             run.pacer.cancel(self.target)
             if exc.transient:
@@ -253,12 +270,36 @@ class StartTarget(TargetTask):
         started = run.pacer.started_at(self.target) or time.time()
         try:
             context.target_started(self.target, before=before,
-                                   **{pacing.STARTED: started})
+                                   **{pacing.STARTED: started,
+                                      RECHECKED: rechecked})
         except BaseException:
             run.pacer.cancel(self.target)
             raise
         run.pacer.confirm(self.target)
         return states.RUNNING
+
+    def read_ahead(self, context):
+        """Read ahead for the next pending targets (:mod:`.readahead`);
+        called once this target's call is made, while Octavia works on
+        it.  Nothing happens without :attr:`read`."""
+        if self.read is None:
+            return
+        run = pacing.run_state(context)
+        cloud = context.cloud()
+        run.ahead.schedule(lambda details: self.read(cloud, details),
+                           busy=run.pacer.in_flight)
+
+    def _recheck(self, context, run):
+        """``(read_at, skip_reason, before)``: from a read made ahead if
+        it lets the target go, else from fresh reads."""
+        ahead = run.ahead.take(self.target) if self.read else None
+        if ahead is not None:
+            read_at, data = ahead
+            reason, before = self.judge(context, data)
+            if not reason:
+                return read_at, None, before
+        read_at = time.time()
+        return (read_at,) + tuple(self.recheck(context, context.cloud()))
 
     def _wait_for_slot(self, context, pacer, az):
         checks = getattr(self, '_checks', 0)
@@ -453,13 +494,15 @@ class RunTarget(task.Task):
     def __init__(self, workflow, target, steps):
         super().__init__(name=f'{workflow}:{target}:steps',
                          requires=['context'])
-        self.steps = tuple(steps)
+        self.start, self.act, self.wait = steps
 
     def execute(self, context):
-        result = None
-        for step in self.steps:
-            result = step.execute(context)
-        return result
+        self.start.execute(context)
+        self.act.execute(context)
+        # the call is made: read ahead for the next targets while
+        # Octavia works (the first look at this one is a moment away)
+        self.start.read_ahead(context)
+        return self.wait.execute(context)
 
     def revert(self, *args, **kwargs):
         # As for each step: nothing to undo.

@@ -231,14 +231,22 @@ class StartEvacuation(amphorae_mod.StartAmphoraFailover):
     """Re-check the amphora and its load balancer, and that its VM is
     still on the host."""
 
-    def recheck(self, context, cloud):
-        reason, before = super().recheck(context, cloud)
+    @staticmethod
+    def read(cloud, details):
+        data = amphorae_mod.StartAmphoraFailover.read(cloud, details)
+        try:
+            server = cloud.get_server(details['compute_id'])
+        except exceptions.CloudNotFound:
+            server = None
+        return data, server
+
+    def judge(self, context, data):
+        amphora, server = data
+        reason, before = super().judge(context, amphora)
         if reason:
             return reason, before
         host = self.details['host']
-        try:
-            server = cloud.get_server(self.details['compute_id'])
-        except exceptions.CloudNotFound:
+        if server is None:
             return f'its server is gone from {host}', None
         if server.get('host') != host:
             return f'no longer on {host} (now on {server.get("host")})', None

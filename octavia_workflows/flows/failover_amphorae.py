@@ -172,12 +172,12 @@ class StartAmphoraFailover(common.StartTarget):
         """Extra reason to skip (rotate-certificates overrides)."""
         return None
 
-    def recheck(self, context, cloud):
-        amp_id = self.details['amphora']
+    @staticmethod
+    def read(cloud, details):
         try:
-            amp = cloud.get_amphora(amp_id)
+            amp = cloud.get_amphora(details['amphora'])
         except exceptions.CloudNotFound:
-            return 'amphora no longer exists (already replaced)', None
+            return None
         lb, siblings = None, []
         if amp.get('loadbalancer_id'):
             try:
@@ -185,13 +185,19 @@ class StartAmphoraFailover(common.StartTarget):
                     amp['loadbalancer_id'])
             except exceptions.CloudNotFound:
                 lb = None
+        return amp, lb, siblings
+
+    def judge(self, context, data):
+        if data is None:
+            return 'amphora no longer exists (already replaced)', None
+        amp, lb, siblings = data
         repair = bool(context.params.get('status') == 'ERROR')
         reason = (amphora_skip_reason(amp, lb, siblings, repair)
                   or self.wanted(amp))
         if reason:
             return reason, None
         before = inventory.snapshot(siblings)
-        before['amphora'] = amp_id
+        before['amphora'] = self.details['amphora']
         before['via'] = action_for(lb, repair)
         return None, before
 

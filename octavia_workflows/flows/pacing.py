@@ -20,6 +20,7 @@ import time
 import weakref
 
 from octavia_workflows import states
+from octavia_workflows.flows import readahead
 
 #: Target details key holding the epoch time a target started.
 STARTED = 'started'
@@ -173,14 +174,16 @@ _registry_lock = threading.Lock()
 
 
 class _RunState:
-    def __init__(self, pacer):
+    def __init__(self, pacer, ahead):
         self.pacer = pacer
+        self.ahead = ahead
         self.breaker_lock = threading.Lock()
 
 
 def run_state(context):
-    """The pacing state of the run that ``context`` belongs to, loaded
-    from the job's target records on first use."""
+    """The pacing state of the run that ``context`` belongs to (its
+    :class:`Pacer`, its :class:`~.readahead.ReadAhead` and the breaker
+    lock), loaded from the job's target records on first use."""
     with _registry_lock:
         state = _registry.get(context)
         if state is None:
@@ -188,6 +191,9 @@ def run_state(context):
             pacer = Pacer(params.get('concurrency') or 1,
                           params.get('interval') or 0.0,
                           params.get('max_per_az'))
-            pacer.load(context.records.get_targets(context.job_id))
-            state = _registry[context] = _RunState(pacer)
+            rows = context.records.get_targets(context.job_id)
+            pacer.load(rows)
+            ahead = readahead.ReadAhead(rows, pacer.concurrency,
+                                        pacer.interval)
+            state = _registry[context] = _RunState(pacer, ahead)
         return state

@@ -133,12 +133,17 @@ class StartRotation(common.StartTarget):
     """Re-check that the load balancer is ACTIVE and still stale; record
     its amphora and image ids."""
 
-    def recheck(self, context, cloud):
-        lb_id = self.details['lb']
+    @staticmethod
+    def read(cloud, details):
         try:
-            lb, amps = cloud.get_load_balancer_and_amphorae(lb_id)
+            return cloud.get_load_balancer_and_amphorae(details['lb'])
         except exceptions.CloudNotFound:
+            return None
+
+    def judge(self, context, data):
+        if data is None:
             return 'load balancer no longer exists', None
+        lb, amps = data
         reason = (inventory.lb_skip_reason(lb, amps)
                   or stale_reason(amps, self.details.get('want_image'),
                                   self.details.get('created_before')))

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from e2e.runbookhelp import RunbookCli, failovers, lb_status, live_amphorae
 from octavia_workflows.engine import records as rec
+from octavia_workflows.flows import readahead
 from owtools.sandbox import seed
 
 pytestmark = pytest.mark.e2e
@@ -190,6 +191,14 @@ def test_rotate_images_exactly_once_across_sigkill(sandbox, runbooks,
     for moment in starts:
         in_flight = sum(1 for s, f in spans if s <= moment < f)
         assert in_flight <= 2
+    # every target was re-checked before its call, on reads at most
+    # MAX_AGE old at its start; some on reads made ahead
+    for r in rows:
+        d = r['details']
+        assert d['started'] - readahead.MAX_AGE <= d['rechecked'] \
+            <= d['requested_at']
+    assert any(r['details']['rechecked'] < r['details']['started']
+               for r in rows)
 
 
 def _epoch(value):

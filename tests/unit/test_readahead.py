@@ -1,0 +1,176 @@
+"""Read-ahead of re-check reads, and how a target's start uses it."""
+
+import threading
+import types
+
+from octavia_workflows import states
+from octavia_workflows.flows import common, pacing, readahead
+
+
+class Clock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def _rows(*targets, lb=None, state=states.PENDING):
+    return [{'target': t, 'state': state,
+             'details': {'lb': (lb or {}).get(t, f'lb-{t}')}}
+            for t in targets]
+
+
+def _reader(log):
+    def read(details):
+        log.append(details['lb'])
+        return {'lb': details['lb']}
+    return read
+
+
+def test_reads_the_next_pending_targets_in_plan_order():
+    log = []
+    ahead = readahead.ReadAhead(_rows('a', 'b', 'c', 'd'), width=2,
+                                clock=Clock())
+    assert ahead.schedule(_reader(log)) == ['a', 'b']
+    # already read: nothing new until one of them is taken
+    assert ahead.schedule(_reader(log)) == []
+    assert ahead.take('a') == (1000.0, {'lb': 'lb-a'})
+    assert ahead.schedule(_reader(log), busy={'a'}) == ['c']
+    assert sorted(log) == ['lb-a', 'lb-b', 'lb-c']
+    # taken once: a target is no longer pending afterwards
+    assert ahead.take('a') is None
+
+
+def test_a_load_balancer_in_flight_or_earlier_in_the_plan_is_not_read():
+    lbs = {'a1': 'x', 'a2': 'x', 'b': 'y', 'c': 'z'}
+    ahead = readahead.ReadAhead(_rows('a1', 'a2', 'b', 'c', lb=lbs),
+                                width=3, clock=Clock())
+    # a1 in flight: a2 shares its load balancer
+    ahead.take('a1')
+    assert ahead.schedule(_reader([]), busy={'a1'}) == ['b', 'c']
+    # a1 done: a2 may be read now
+    assert ahead.schedule(_reader([]), busy=set()) == ['a2']
+
+
+def test_an_old_read_is_not_used_and_is_made_again():
+    clock = Clock()
+    ahead = readahead.ReadAhead(_rows('a', 'b'), width=1, clock=clock)
+    ahead.schedule(_reader([]))
+    clock.now += readahead.MAX_AGE + 0.1
+    assert ahead.take('a') is None
+    log = []
+    assert ahead.schedule(_reader(log)) == ['b']
+    clock.now += readahead.MAX_AGE + 0.1
+    # too old by now: scheduled again
+    assert ahead.schedule(_reader(log)) == ['b']
+    assert ahead.take('b') == (clock.now, {'lb': 'lb-b'})
+    assert log == ['lb-b', 'lb-b']
+
+
+def test_a_failed_read_is_not_used():
+    def broken(details):
+        raise RuntimeError('boom')
+
+    ahead = readahead.ReadAhead(_rows('a'), clock=Clock())
+    ahead.schedule(broken)
+    assert ahead.take('a') is None
+
+
+def test_a_read_under_way_is_waited_for():
+    gate = threading.Event()
+
+    def slow(details):
+        gate.wait(5)
+        return 'late'
+
+    ahead = readahead.ReadAhead(_rows('a'), clock=Clock())
+    ahead.schedule(slow)
+    threading.Timer(0.2, gate.set).start()
+    assert ahead.take('a') == (1000.0, 'late')
+
+
+def test_off_when_the_interval_is_longer_than_a_read_may_be_old():
+    ahead = readahead.ReadAhead(_rows('a'), interval=readahead.MAX_AGE,
+                                clock=Clock())
+    assert ahead.schedule(_reader([])) == []
+
+
+def test_only_pending_targets_are_read():
+    rows = _rows('a', state=states.RUNNING) + _rows('b', 'c') + \
+        _rows('d', state=states.DONE)
+    ahead = readahead.ReadAhead(rows, width=4, clock=Clock())
+    assert ahead.schedule(_reader([])) == ['b', 'c']
+
+
+# -- a target's start ------------------------------------------------------
+
+
+class Start(common.StartTarget):
+    """Skip a load balancer unless it is ACTIVE; reads come from
+    ``Cloud.status`` (what the cloud says now)."""
+
+    @staticmethod
+    def read(cloud, details):
+        cloud.reads.append(details['lb'])
+        return cloud.status[details['lb']]
+
+    def judge(self, context, data):
+        if data != 'ACTIVE':
+            return f'load balancer is {data}', None
+        return None, {'status': data}
+
+
+class Context:
+    """The part of a job's context a start uses (records in memory)."""
+
+    def __init__(self, rows, cloud):
+        self.job_id = 'job'
+        self.params = {'concurrency': 1}
+        self.stopping = False
+        self.claim = types.SimpleNamespace(lost=False)
+        self.rows = {r['target']: r for r in rows}
+        self.records = types.SimpleNamespace(
+            get_targets=lambda job_id, states=None: list(
+                self.rows.values()))
+        self._cloud = cloud
+
+    def cloud(self):
+        return self._cloud
+
+    def target(self, target):
+        return self.rows[target]
+
+    def target_started(self, target, **details):
+        self.rows[target]['state'] = states.RUNNING
+        self.rows[target]['details'].update(details)
+
+    def target_finished(self, target, state, error=None, **details):
+        self.rows[target].update(state=state, error=error)
+
+
+def _start(target):
+    return Start('wf', target, {'lb': f'lb-{target}'})
+
+
+def test_a_start_uses_the_read_made_ahead_only_to_go():
+    cloud = types.SimpleNamespace(reads=[], status={
+        'lb-a': 'ACTIVE', 'lb-b': 'PENDING_UPDATE', 'lb-c': 'ACTIVE'})
+    context = Context(_rows('a', 'b', 'c'), cloud)
+    run = pacing.run_state(context)
+    assert _start('a').execute(context) == states.RUNNING
+    run.ahead.schedule(lambda d: Start.read(cloud, d), busy={'a'})
+    pacing.run_state(context).pacer.release('a')
+    # b read ahead while busy elsewhere; ACTIVE by the time it starts
+    cloud.status['lb-b'] = 'ACTIVE'
+    assert _start('b').execute(context) == states.RUNNING
+    assert cloud.reads == ['lb-a', 'lb-b', 'lb-b']     # read again
+    row = context.rows['b']['details']
+    assert row[common.RECHECKED] >= row[pacing.STARTED]
+    run.ahead.schedule(lambda d: Start.read(cloud, d), busy={'b'})
+    pacing.run_state(context).pacer.release('b')
+    # c read ahead and still ACTIVE: started on that read, not again
+    assert _start('c').execute(context) == states.RUNNING
+    assert cloud.reads == ['lb-a', 'lb-b', 'lb-b', 'lb-c']
+    row = context.rows['c']['details']
+    assert row[common.RECHECKED] <= row[pacing.STARTED]
