@@ -33,7 +33,7 @@ conductor that dies around the call re-checks and only waits.
 import time
 
 from octavia_workflows import exceptions, states
-from octavia_workflows.flows import base, common
+from octavia_workflows.flows import base, common, shape
 from octavia_workflows.flows.evacuate_host import host_service
 
 NAME = 'cleanup-node'
@@ -257,12 +257,12 @@ def cleanup_node_flow(params, targets):
 
     def make(item):
         target, details = item['target'], item['details']
-        return common.target_flow(
+        return shape.target_flow(
             NAME, target, StartCleanup(NAME, target, details),
             DeleteServer(NAME, target, details),
             WaitServerGone(NAME, target, details))
 
-    return common.build(NAME, params, targets, make,
+    return shape.build(NAME, params, targets, make,
                         key=lambda item: item['target'])
 
 

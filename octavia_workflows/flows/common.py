@@ -7,7 +7,9 @@ each a small task whose atom name is ``<workflow>:<target>:<step>``:
     Waits for a pacing slot in short checks (:mod:`.pacing`), re-checks
     the target against the cloud (a target that is no longer eligible,
     e.g. not ACTIVE, is SKIPPED with the reason), records the "before"
-    amphora and image ids and marks the target RUNNING.
+    amphora and image ids and marks the target RUNNING.  With the
+    one-atom graph below, the re-check may use reads made ahead while
+    earlier targets were in flight (:mod:`.readahead`).
 ``act`` and ``wait`` (inside retry ``run-retry``)
     ``act`` records its intent, confirms the claim (fencing) and makes
     the one cloud-changing call; re-executed after a crash, it first
@@ -17,12 +19,13 @@ each a small task whose atom name is ``<workflow>:<target>:<step>``:
     (``act`` is then a no-op that reads one record).
 
 The current factories of the failover runbooks build each target as
-one atom (:func:`compact_target_flow`): ``<workflow>:<target>:steps``
-runs start, act and wait in turn inside retry ``<...>:retry``.  Each
-step already decides from the target's record what is left to do, so
-saving every step in TaskFlow as well only cost six more database
-writes per target.  The five-atom graph (:func:`target_flow`) stays for
-the jobs earlier releases built with it, and for the host runbooks.
+one atom (:func:`.shape.compact_target_flow`):
+``<workflow>:<target>:steps`` runs start, act and wait in turn inside
+retry ``<...>:retry``.  Each step already decides from the target's
+record what is left to do, so saving every step in TaskFlow as well only
+cost six more database writes per target.  The five-atom graph
+(:func:`.shape.target_flow`) stays for the jobs earlier releases built
+with it, and for the host runbooks.
 
 A failure of one target is recorded on that target (FAILED with the
 error) and never fails the job; the circuit breaker pauses the job after
@@ -39,7 +42,6 @@ import logging
 import time
 
 from taskflow import retry, task
-from taskflow.patterns import linear_flow, unordered_flow
 
 from octavia_workflows import exceptions, states
 from octavia_workflows.flows import base, pacing
@@ -454,103 +456,3 @@ class WaitForTarget(TargetTask):
         finish(context, self.target, state, error=error, after=after,
                **extra)
         return state
-
-
-# -- flow building -----------------------------------------------------------
-
-
-class NothingToDo(task.Task):
-    """The only step of a job whose plan has no target."""
-
-    def __init__(self, workflow):
-        super().__init__(name=f'{workflow}:nothing-to-do')
-
-    def execute(self):
-        return None
-
-
-def target_flow(workflow, target, start, act, wait):
-    """The flow of one target: start (retried), then act + wait (retried).
-
-    The graph of earlier releases (see the module docstring).
-    """
-    gate = linear_flow.Flow(f'{workflow}:{target}:gate',
-                            retry=Again(f'{workflow}:{target}:start-retry'))
-    gate.add(start)
-    run = linear_flow.Flow(f'{workflow}:{target}:run',
-                           retry=Again(f'{workflow}:{target}:run-retry'))
-    run.add(act, wait)
-    return linear_flow.Flow(f'{workflow}:{target}').add(gate, run)
-
-
-class RunTarget(task.Task):
-    """Every step of one target in one atom: start, act, wait.
-
-    Run again (by retry ``retry``) after a crash or a :class:`NotYet`,
-    each step picks up from the target's record: a started target is
-    not re-checked, a requested failover is not requested again.
-    """
-
-    def __init__(self, workflow, target, steps):
-        super().__init__(name=f'{workflow}:{target}:steps',
-                         requires=['context'])
-        self.start, self.act, self.wait = steps
-
-    def execute(self, context):
-        self.start.execute(context)
-        self.act.execute(context)
-        # the call is made: read ahead for the next targets while
-        # Octavia works (the first look at this one is a moment away)
-        self.start.read_ahead(context)
-        return self.wait.execute(context)
-
-    def revert(self, *args, **kwargs):
-        # As for each step: nothing to undo.
-        return None
-
-
-def compact_target_flow(workflow, target, start, act, wait):
-    """The flow of one target as one atom (:class:`RunTarget`) inside a
-    retry controller: the graph of the failover runbooks' current
-    factories."""
-    flow = linear_flow.Flow(f'{workflow}:{target}',
-                            retry=Again(f'{workflow}:{target}:retry'))
-    return flow.add(RunTarget(workflow, target, (start, act, wait)))
-
-
-def lanes(items, concurrency, key):
-    """Split ``items`` (in order) into at most ``concurrency`` lanes;
-    items with the same ``key(item)`` share a lane, groups are dealt
-    round-robin in order of first appearance."""
-    groups = {}
-    for item in items:
-        groups.setdefault(key(item), []).append(item)
-    count = max(1, min(int(concurrency or 1), len(groups) or 1))
-    result = [[] for _ in range(count)]
-    for index, group in enumerate(groups.values()):
-        result[index % count].extend(group)
-    return [lane for lane in result if lane]
-
-
-def build(workflow, params, targets, make_target, key=None):
-    """The job's flow: lanes of per-target flows.
-
-    ``make_target(item)`` returns the flow of one planned target (a dict
-    with ``target``, ``action`` and ``details``).
-    """
-    key = key or (lambda item: item['details'].get('lb') or item['target'])
-    split = lanes(targets, params.get('concurrency'), key)
-    if not split:
-        return linear_flow.Flow(workflow).add(NothingToDo(workflow))
-    if len(split) == 1:
-        flow = linear_flow.Flow(workflow)
-        for item in split[0]:
-            flow.add(make_target(item))
-        return flow
-    flow = unordered_flow.Flow(workflow)
-    for number, lane in enumerate(split):
-        sub = linear_flow.Flow(f'{workflow}:lane-{number}')
-        for item in lane:
-            sub.add(make_target(item))
-        flow.add(sub)
-    return flow

@@ -34,7 +34,7 @@ gives an empty plan (nothing is disabled).
 from taskflow.patterns import linear_flow
 
 from octavia_workflows import exceptions, states
-from octavia_workflows.flows import base, common, inventory
+from octavia_workflows.flows import base, common, inventory, shape
 from octavia_workflows.flows import failover_amphorae as amphorae_mod
 
 NAME = 'evacuate-host'
@@ -292,7 +292,7 @@ def evacuate_host_flow(params, targets):
     amps = [t for t in targets if t['action'] == FAILOVER]
     verify = [t for t in targets if t['action'] == VERIFY]
     if not (disable or amps or verify):
-        return common.build(NAME, params, [], None)
+        return shape.build(NAME, params, [], None)
     flow = linear_flow.Flow(f'{NAME}:job')
     for item in disable:
         flow.add(_host_flow(item['target'], DisableComputeService(

@@ -14,7 +14,7 @@ The amphora tasks here are shared with ``rotate-certificates``.
 """
 
 from octavia_workflows import exceptions, states
-from octavia_workflows.flows import base, common, inventory
+from octavia_workflows.flows import base, common, inventory, shape
 
 NAME = 'failover-amphorae'
 ACTION = 'amphora-failover'
@@ -253,7 +253,7 @@ class WaitForAmphora(common.WaitForTarget):
 
 
 def amphora_flow(name, params, targets, start_cls=StartAmphoraFailover,
-                 target_flow=common.target_flow):
+                 target_flow=shape.target_flow):
     def make(item):
         target, details = item['target'], item['details']
         return target_flow(
@@ -261,7 +261,7 @@ def amphora_flow(name, params, targets, start_cls=StartAmphoraFailover,
             FailoverAmphora(name, target, details),
             WaitForAmphora(name, target, details))
 
-    return common.build(name, params, targets, make)
+    return shape.build(name, params, targets, make)
 
 
 def failover_amphorae_flow(params, targets):
@@ -274,7 +274,7 @@ def failover_amphorae_flow_v2(params, targets):
     """Factory: lanes (one load balancer's amphorae in one lane) of one
     start-failover-wait atom per amphora."""
     return amphora_flow(NAME, params, targets,
-                        target_flow=common.compact_target_flow)
+                        target_flow=shape.compact_target_flow)
 
 
 WORKFLOW = base.Workflow(

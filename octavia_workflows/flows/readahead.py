@@ -5,8 +5,10 @@ call (criterion: a target that changed since the plan is not blindly
 acted on).  Made after the pacing slot frees, those reads sit between
 one target's end and the next one's call.  :class:`ReadAhead` makes them
 earlier, in the background, while the targets before them are in
-flight: once a target's call is made, the next ``width`` pending
-targets of the plan are read (again, if their read got too old).
+flight: once a target's call is made, the next pending targets of the
+plan are read (again, if their read got too old): as many as are
+expected to start within half of ``max_age`` at the pace targets have
+been starting, at least one and at most ``width``.
 When one of them is admitted, its read is used if it is at most
 ``max_age`` seconds old.
 
@@ -54,8 +56,8 @@ class ReadAhead:
 
     ``rows``: the job's target records in plan order (dicts with
     ``target``, ``state`` and ``details``); PENDING ones may be read
-    ahead.  ``width``: how many of the next pending targets are read
-    (the run's concurrency).  ``interval``: the pacing interval; at
+    ahead.  ``width``: at most how many of the next pending targets are
+    read (the run's concurrency).  ``interval``: the pacing interval; at
     ``max_age`` or more, nothing is read ahead.  Thread-safe.
     """
 
@@ -75,11 +77,23 @@ class ReadAhead:
                 self._pending[row['target']] = details
         self._reads = {}
         self._pool = None
+        self._last_take = None
+        self._gap = None
+
+    @property
+    def window(self):
+        """How many pending targets to read ahead: those expected to
+        start within ``max_age / 2`` (from the mean time between recent
+        starts), at least 1, at most ``width``; ``width`` until two
+        targets started."""
+        if not self._gap:
+            return self.width
+        return max(1, min(self.width, int(self.max_age / 2 / self._gap)))
 
     def schedule(self, read, busy=()):
-        """Read ahead for the next ``width`` pending targets that have no
-        read yet (or one older than ``max_age``): ``read(details)`` runs
-        in the background.
+        """Read ahead for the next :attr:`window` pending targets that
+        have no read yet (or one older than ``max_age``): ``read(details)``
+        runs in the background.
 
         ``busy``: targets in flight; the pending targets of their load
         balancers are not read.  Returns the targets being read.
@@ -88,9 +102,10 @@ class ReadAhead:
             return []
         with self._lock:
             taken = {self._groups.get(t, t) for t in busy}
+            width = self.window
             window = []
             for target, details in self._pending.items():
-                if len(window) >= self.width:
+                if len(window) >= width:
                     break
                 group = self._groups[target]
                 if group in taken:
@@ -113,7 +128,8 @@ class ReadAhead:
         a read still under way: it began before a new one would.  The
         target is no longer pending afterwards."""
         with self._lock:
-            self._pending.pop(target, None)
+            if self._pending.pop(target, None) is not None:
+                self._paced(self.clock())
             entry = self._reads.pop(target, None)
             group = self._groups.get(target, target)
             # nothing read ahead for its load balancer stays valid
@@ -132,3 +148,11 @@ class ReadAhead:
         if self.clock() - read_at > self.max_age:
             return None
         return read_at, data
+
+    def _paced(self, now):
+        # mean time between starts, weighted to the recent ones
+        if self._last_take is not None:
+            gap = max(0.0, now - self._last_take)
+            self._gap = gap if self._gap is None else (
+                0.75 * self._gap + 0.25 * gap)
+        self._last_take = now

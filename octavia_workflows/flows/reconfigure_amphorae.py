@@ -42,7 +42,7 @@ and what was not (that the agent applied the configuration).
 import time
 
 from octavia_workflows import exceptions, states
-from octavia_workflows.flows import base, common, inventory, pacing
+from octavia_workflows.flows import base, common, inventory, pacing, shape
 from octavia_workflows.flows import failover_amphorae as amphorae_mod
 
 NAME = 'reconfigure-amphorae'
@@ -302,12 +302,12 @@ def reconfigure_amphorae_flow(params, targets):
 
     def make(item):
         target, details = item['target'], item['details']
-        return common.target_flow(
+        return shape.target_flow(
             NAME, target, StartConfigure(NAME, target, details),
             ConfigureAmphora(NAME, target, details),
             VerifyConfigured(NAME, target, details))
 
-    return common.build(NAME, params, targets, make)
+    return shape.build(NAME, params, targets, make)
 
 
 WORKFLOW = base.Workflow(

@@ -12,7 +12,7 @@ amphorae one after the other.
 import datetime
 
 from octavia_workflows import exceptions
-from octavia_workflows.flows import base, common, inventory
+from octavia_workflows.flows import base, common, inventory, shape
 from octavia_workflows.flows import failover_amphorae as amphorae_mod
 
 NAME = 'rotate-certificates'
@@ -92,7 +92,7 @@ def rotate_certificates_flow_v2(params, targets):
     """Factory: lanes of one start-failover-wait atom per amphora."""
     return amphorae_mod.amphora_flow(
         NAME, params, targets, StartCertificateRotation,
-        target_flow=common.compact_target_flow)
+        target_flow=shape.compact_target_flow)
 
 
 WORKFLOW = base.Workflow(

@@ -23,7 +23,7 @@ load balancers have a short outage during their failover.
 import datetime
 
 from octavia_workflows import exceptions, states
-from octavia_workflows.flows import base, common, inventory
+from octavia_workflows.flows import base, common, inventory, shape
 
 NAME = 'rotate-images'
 ACTION = 'lb-failover'
@@ -221,19 +221,19 @@ def _flow(params, targets, target_flow):
             FailoverLoadBalancer(NAME, target, details),
             WaitForLoadBalancer(NAME, target, details))
 
-    return common.build(NAME, params, targets, make)
+    return shape.build(NAME, params, targets, make)
 
 
 def rotate_images_flow(params, targets):
     """Factory of earlier releases: lanes of start / failover / wait
     atoms per load balancer."""
-    return _flow(params, targets, common.target_flow)
+    return _flow(params, targets, shape.target_flow)
 
 
 def rotate_images_flow_v2(params, targets):
     """Factory: lanes of one start-failover-wait atom per load balancer
-    (:func:`common.compact_target_flow`)."""
-    return _flow(params, targets, common.compact_target_flow)
+    (:func:`shape.compact_target_flow`)."""
+    return _flow(params, targets, shape.compact_target_flow)
 
 
 WORKFLOW = base.Workflow(

@@ -6,7 +6,7 @@ import time
 from taskflow import task
 
 from octavia_workflows.engine import runner
-from octavia_workflows.flows import common, pacing
+from octavia_workflows.flows import pacing, shape
 
 
 class Clock:
@@ -137,16 +137,16 @@ def _item(target, lb=None):
 def test_lanes_keep_one_load_balancer_together_and_round_robin():
     items = [_item('a1', 'A'), _item('b1', 'B'), _item('a2', 'A'),
              _item('c1', 'C'), _item('d1', 'D')]
-    lanes = common.lanes(items, 2, key=lambda i: i['details']['lb'])
+    lanes = shape.lanes(items, 2, key=lambda i: i['details']['lb'])
     assert [[i['target'] for i in lane] for lane in lanes] == [
         ['a1', 'a2', 'c1'], ['b1', 'd1']]
 
 
 def test_lanes_never_exceed_concurrency_or_groups():
     items = [_item(str(n)) for n in range(3)]
-    assert len(common.lanes(items, 8, key=lambda i: i['target'])) == 3
-    assert len(common.lanes(items, 1, key=lambda i: i['target'])) == 1
-    assert common.lanes([], 4, key=lambda i: i['target']) == []
+    assert len(shape.lanes(items, 8, key=lambda i: i['target'])) == 3
+    assert len(shape.lanes(items, 1, key=lambda i: i['target'])) == 1
+    assert shape.lanes([], 4, key=lambda i: i['target']) == []
 
 
 def test_a_waiting_target_wakes_when_a_slot_is_freed():
@@ -179,11 +179,11 @@ def test_build_has_no_more_lanes_than_concurrency():
     """More lanes would let a later target start first (after a resume
     the retried atom of the next target is slower than a fresh one)."""
     items = [_item(f't{n}') for n in range(5)]
-    flow = common.build('wf', {'concurrency': 1}, items,
+    flow = shape.build('wf', {'concurrency': 1}, items,
                         lambda item: _Atom(item['target']))
     assert [atom.name for atom in flow] == ['t0', 't1', 't2', 't3', 't4']
     assert runner._width(flow, {'concurrency': 1}) == 1
-    flow = common.build('wf', {'concurrency': 2}, items,
+    flow = shape.build('wf', {'concurrency': 2}, items,
                         lambda item: _Atom(item['target']))
     assert [[atom.name for atom in lane] for lane in flow] == [
         ['t0', 't2', 't4'], ['t1', 't3']]
@@ -196,7 +196,7 @@ def test_width_counts_nested_lanes():
     from taskflow.patterns import linear_flow
 
     items = [_item(f't{n}') for n in range(6)]
-    lanes = common.build('wf', {'concurrency': 3}, items,
+    lanes = shape.build('wf', {'concurrency': 3}, items,
                          lambda item: _Atom(item['target']))
     outer = linear_flow.Flow('outer').add(_Atom('first'), lanes)
     assert runner._width(outer, {'concurrency': 1}) == 3

@@ -68,6 +68,23 @@ def test_an_old_read_is_not_used_and_is_made_again():
     assert log == ['lb-b', 'lb-b']
 
 
+def test_reads_only_as_far_ahead_as_targets_start_within_half_max_age():
+    clock = Clock()
+    targets = [f't{i}' for i in range(12)]
+    ahead = readahead.ReadAhead(_rows(*targets), width=8, clock=clock)
+    assert ahead.window == 8        # no pace known yet
+    for target in targets[:4]:      # one start every 2 s
+        ahead.take(target)
+        clock.now += 2.0
+    assert ahead.window == 1
+    assert ahead.schedule(_reader([])) == ['t4']
+    for target in targets[4:10]:    # then one every 0.25 s
+        ahead.take(target)
+        clock.now += 0.25
+    assert 1 < ahead.window <= 8
+    assert ahead.schedule(_reader([])) == ['t10', 't11'][:ahead.window]
+
+
 def test_a_failed_read_is_not_used():
     def broken(details):
         raise RuntimeError('boom')
