@@ -283,8 +283,9 @@ class StartTarget(TargetTask):
     def read_ahead(self, context):
         """Read ahead for the next pending targets (:mod:`.readahead`);
         called once this target's call is made, while Octavia works on
-        it.  Nothing happens without :attr:`read`."""
-        if self.read is None:
+        it.  Nothing happens without :attr:`read` or while the job
+        stops (no target will start)."""
+        if self.read is None or context.stopping:
             return
         run = pacing.run_state(context)
         cloud = context.cloud()
