@@ -13,8 +13,13 @@ balancers, tag a new amphora image, then
   job's state is read every 0.1 s, so the end is seen within 0.1 s).
 
 Prints wall times and the ratio conductor/plain per concurrency, the
-conductor's peak RSS during its run, and the persistence rows and bytes
-the job stored per target (our records plus TaskFlow's logbook).
+conductor's peak RSS during its run, the persistence rows and bytes
+the job stored per target (our records plus TaskFlow's logbook), and
+the mean time Octavia took per failover as each side saw it (plain:
+from the call's return until seen settled; conductor: from the target's
+``requested_at`` until ``verified``, i.e. one amphora read more): when
+those differ, the sandbox ran at a different speed for the two sides,
+and the ratio says as much about that as about the conductor.
 
 With ``--rounds R`` each concurrency is measured R times on fresh load
 balancers, the side that goes first alternating from round to round;
@@ -29,6 +34,7 @@ the third poll shifts a plain run of 30 load balancers by up to 10 %.
 
 import argparse
 import concurrent.futures
+import json
 import os
 import signal
 import subprocess
@@ -43,19 +49,34 @@ from owtools.sandbox import seed
 
 
 def plain_rotation(conn, lb_ids, concurrency):
+    """(wall seconds, final states, seconds from each failover call's
+    return until the load balancer was seen settled)."""
     def one(lb_id):
         conn.load_balancer.failover_load_balancer(lb_id)
+        called = time.monotonic()
         while True:
             time.sleep(0.25)
             status = conn.load_balancer.get_load_balancer(
                 lb_id).provisioning_status
             if status in ('ACTIVE', 'ERROR'):
-                return status
+                return status, time.monotonic() - called
 
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        states = list(pool.map(one, lb_ids))
-    return time.monotonic() - started, states
+        results = list(pool.map(one, lb_ids))
+    return (time.monotonic() - started, [r[0] for r in results],
+            [r[1] for r in results])
+
+
+def seen_durations(engine, job_id):
+    """Seconds from each target's failover call (``requested_at``) until
+    it was seen settled and verified (``verified``), from its record."""
+    query = sa.text('SELECT details FROM ow_targets WHERE job_id = :id')
+    with engine.connect() as db:
+        rows = [json.loads(d) for d in
+                db.execute(query, {'id': job_id}).scalars()]
+    return [d['verified'] - d['requested_at'] for d in rows
+            if d.get('verified') and d.get('requested_at')]
 
 
 def rss_mib(pid):
@@ -169,7 +190,7 @@ def main():
     common.table(rows, ('concurrency', 'N', 'rounds', 'plain s',
                         'conductor s', 'ratio', 'ratio range', 'jobs',
                         'failovers', 'conductor RSS MiB', 'rows/target',
-                        'bytes/target'))
+                        'bytes/target', 'failover s plain/conductor'))
     common.write_results('rotation_overhead', {
         'build_delay': args.build_delay, 'rounds': args.rounds,
         'runs': figures})
@@ -185,17 +206,23 @@ def one_round(box, conn, conf, env, engine, pid, n, concurrency, round_):
         name=f'amphora-c{concurrency}-r{round_}', disk_format='qcow2',
         container_format='bare', data=b'x', tags=['amphora'])
     if round_ % 2 == 0:
-        plain, states = plain_rotation(conn, ids[:n], concurrency)
+        plain, states, plain_seen = plain_rotation(conn, ids[:n],
+                                                   concurrency)
     ours, state, job_id, peak = conductor_rotation(
         conf, env, engine, ids[n:], concurrency, pid)
     if round_ % 2 == 1:
-        plain, states = plain_rotation(conn, ids[:n], concurrency)
+        plain, states, plain_seen = plain_rotation(conn, ids[:n],
+                                                   concurrency)
+    ours_seen = seen_durations(engine, job_id)
     stored_rows, stored_bytes = stored_per_job(engine, job_id)
     done = sum(box.accounting().failovers_by_lb(ids[n:]).values())
     return {'concurrency': concurrency, 'n': n, 'round': round_,
             'plain_seconds': round(plain, 2),
             'conductor_seconds': round(ours, 2),
             'ratio': round(ours / plain, 3),
+            'plain_failover_mean_s': round(sum(plain_seen) / n, 3),
+            'conductor_failover_mean_s': round(
+                sum(ours_seen) / max(1, len(ours_seen)), 3),
             'job_state': state, 'job': job_id,
             'plain_errors': states.count('ERROR'),
             'failovers_counted': done,
@@ -217,7 +244,13 @@ def summary(figures, concurrency, n):
             f'{sum(f["failovers_counted"] for f in runs):.0f}',
             f'{max(f["conductor_peak_rss_mib"] for f in runs):.0f}',
             f'{runs[-1]["stored_rows_per_target"]:.1f}',
-            f'{runs[-1]["stored_bytes_per_target"]}')
+            f'{runs[-1]["stored_bytes_per_target"]}',
+            f'{_mean(runs, "plain_failover_mean_s"):.3f}/'
+            f'{_mean(runs, "conductor_failover_mean_s"):.3f}')
+
+
+def _mean(runs, key):
+    return sum(f[key] for f in runs) / len(runs)
 
 
 if __name__ == '__main__':
