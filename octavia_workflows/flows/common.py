@@ -427,11 +427,13 @@ class WaitForTarget(TargetTask):
                      max(0.0, left))
         if context.stopping:
             window = max(0.0, left)
+        since = float(row['details']['requested_at'])
+        settling = pacing.run_state(context).settling
         try:
             lb = wait.check_settled(
                 cloud, self.lb_id(row), window,
-                stop=lambda: context.claim.lost,
-                since=float(row['details']['requested_at']))
+                stop=lambda: context.claim.lost, since=since,
+                expected=settling.seconds)
             if lb is None:
                 context.fence()
                 if self.elapsed(row) < timeout:
@@ -440,6 +442,7 @@ class WaitForTarget(TargetTask):
                        error=f'timed out after {timeout:g} s waiting for '
                        f'the load balancer to leave PENDING_UPDATE')
                 return states.FAILED
+            settling.observe(time.time() - since)
             state, error, after = self.verify(context, cloud, row, lb)
         except exceptions.CloudError as exc:
             if exc.transient:

@@ -156,6 +156,29 @@ class Pacer:
                                         max(0.0, timeout))
 
 
+class Expected:
+    """How long recent operations of one kind took until seen settled:
+    an exponentially weighted mean of :meth:`observe` d durations (the
+    latest weighs ``weight``).  Thread-safe; ``None`` until the first."""
+
+    def __init__(self, weight=0.3):
+        self.weight = float(weight)
+        self._lock = threading.Lock()
+        self._mean = None
+
+    def observe(self, seconds):
+        with self._lock:
+            if self._mean is None:
+                self._mean = float(seconds)
+            else:
+                self._mean += self.weight * (float(seconds) - self._mean)
+
+    @property
+    def seconds(self):
+        with self._lock:
+            return self._mean
+
+
 def breaker_should_trip(failed, trips, max_failures):
     """True when ``failed`` targets reach the next breaker threshold.
 
@@ -178,12 +201,16 @@ class _RunState:
         self.pacer = pacer
         self.ahead = ahead
         self.breaker_lock = threading.Lock()
+        # How long this run's failovers took until seen settled (the
+        # wait polls most often around then).
+        self.settling = Expected()
 
 
 def run_state(context):
     """The pacing state of the run that ``context`` belongs to (its
-    :class:`Pacer`, its :class:`~.readahead.ReadAhead` and the breaker
-    lock), loaded from the job's target records on first use."""
+    :class:`Pacer`, its :class:`~.readahead.ReadAhead`, the breaker
+    lock and how long its failovers took to settle), loaded from the
+    job's target records on first use."""
     with _registry_lock:
         state = _registry.get(context)
         if state is None:

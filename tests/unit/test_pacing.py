@@ -200,3 +200,14 @@ def test_width_counts_nested_lanes():
                          lambda item: _Atom(item['target']))
     outer = linear_flow.Flow('outer').add(_Atom('first'), lanes)
     assert runner._width(outer, {'concurrency': 1}) == 3
+
+
+def test_expected_is_a_weighted_mean_of_recent_durations():
+    expected = pacing.Expected(weight=0.5)
+    assert expected.seconds is None
+    expected.observe(1.0)
+    assert expected.seconds == 1.0
+    expected.observe(3.0)
+    assert expected.seconds == 2.0
+    expected.observe(2.0)
+    assert expected.seconds == 2.0

@@ -14,6 +14,27 @@ def test_poll_interval_grows_with_the_time_taken_within_bounds():
     assert wait.poll_interval(now + 60) == wait.MIN_POLL
 
 
+def test_with_an_expected_duration_polls_gather_near_it():
+    now = time.time()
+    # 8-second failovers: a read every 2 s early on (not every 0.25 s),
+    # landing on 0.8 * 8 = 6.4 s, then every 0.2 s until 12 s, then as
+    # without an expectation
+    assert abs(wait.poll_interval(now, 8.0) - 2.0) < 0.01
+    assert abs(wait.poll_interval(now - 5.0, 8.0) - 1.4) < 0.01
+    assert abs(wait.poll_interval(now - 7.0, 8.0) - 0.2) < 0.01
+    assert abs(wait.poll_interval(now - 13.0, 8.0) - 13.0 / 20) < 0.01
+    # 1-second failovers: as usual until 0.8 s, then every 0.1 s
+    assert wait.poll_interval(now, 1.0) == wait.MIN_POLL
+    assert abs(wait.poll_interval(now - 0.7, 1.0) - 0.1) < 0.01
+    assert wait.poll_interval(now - 0.9, 1.0) == wait.FAST_POLL
+    # minutes: never less often than MAX_POLL, and unchanged near the end
+    assert wait.poll_interval(now, 600.0) == wait.MAX_POLL
+    assert wait.poll_interval(now - 550, 600.0) == wait.MAX_POLL
+    # nothing known: as without
+    assert wait.poll_interval(now, None) == wait.MIN_POLL
+    assert wait.poll_interval(now, 0.0) == wait.MIN_POLL
+
+
 class _Cloud:
     """Answers reads of one load balancer from a list of statuses and
     records when each read came."""
@@ -62,3 +83,23 @@ def test_stop_cuts_the_first_pause_short():
     assert result is None
     assert len(cloud.reads) == 1
     assert time.monotonic() - began < wait.MIN_POLL / 2
+
+
+def test_an_expected_duration_sees_a_short_operation_end_sooner():
+    # settles 1.02 s after the request; recent ones took 1 s: read at
+    # 0.25, 0.5, 0.75, then every 0.1 s, so it is seen at ~1.05 s (read
+    # every 0.25 s it would be seen at ~1.25 s)
+    class Timed(_Cloud):
+        def get_load_balancer(self, lb_id):
+            self.reads.append(time.time())
+            status = ('ACTIVE' if time.time() - since >= 1.02
+                      else 'PENDING_UPDATE')
+            return {'id': lb_id, 'provisioning_status': status}
+
+    cloud = Timed()
+    since = time.time()
+    wait.check_settled(cloud, 'lb', 5.0, since=since, expected=1.0)
+    gaps = [b - a for a, b in zip(cloud.reads, cloud.reads[1:])]
+    assert cloud.reads[-1] - since < 1.02 + wait.FAST_POLL + 0.05
+    assert min(gaps) >= wait.FAST_POLL - 0.01
+    assert len(cloud.reads) == 6
