@@ -428,12 +428,12 @@ class WaitForTarget(TargetTask):
         if context.stopping:
             window = max(0.0, left)
         since = float(row['details']['requested_at'])
-        settling = pacing.run_state(context).settling
+        run = pacing.run_state(context)
         try:
             lb = wait.check_settled(
                 cloud, self.lb_id(row), window,
                 stop=lambda: context.claim.lost, since=since,
-                expected=settling.seconds)
+                expected=run.settling.seconds)
             if lb is None:
                 context.fence()
                 if self.elapsed(row) < timeout:
@@ -442,7 +442,8 @@ class WaitForTarget(TargetTask):
                        error=f'timed out after {timeout:g} s waiting for '
                        f'the load balancer to leave PENDING_UPDATE')
                 return states.FAILED
-            settling.observe(time.time() - since)
+            if since >= run.began:
+                run.settling.observe(time.time() - since)
             state, error, after = self.verify(context, cloud, row, lb)
         except exceptions.CloudError as exc:
             if exc.transient:

@@ -202,8 +202,11 @@ class _RunState:
         self.ahead = ahead
         self.breaker_lock = threading.Lock()
         # How long this run's failovers took until seen settled (the
-        # wait polls most often around then).
+        # wait polls most often around then); only failovers requested
+        # by this run count (one requested before a conductor died
+        # "took" the time until the resume).
         self.settling = Expected()
+        self.began = time.time()
 
 
 def run_state(context):

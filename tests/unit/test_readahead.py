@@ -1,6 +1,7 @@
 """Read-ahead of re-check reads, and how a target's start uses it."""
 
 import threading
+import time
 import types
 
 from octavia_workflows import states
@@ -191,3 +192,29 @@ def test_a_start_uses_the_read_made_ahead_only_to_go():
     assert cloud.reads == ['lb-a', 'lb-b', 'lb-b', 'lb-c']
     row = context.rows['c']['details']
     assert row[common.RECHECKED] <= row[pacing.STARTED]
+
+
+# -- a target's wait -------------------------------------------------------
+
+
+class Wait(common.WaitForTarget):
+    def verify(self, context, cloud, row, lb):
+        return states.DONE, None, {}
+
+
+def test_the_wait_learns_only_from_failovers_this_run_requested():
+    cloud = types.SimpleNamespace(get_load_balancer=lambda lb: {
+        'id': lb, 'provisioning_status': 'ACTIVE'})
+    context = Context(_rows('a', 'b', state=states.RUNNING), cloud)
+    run = pacing.run_state(context)
+    # a was requested by a run before this one (its conductor died): the
+    # five minutes since say nothing about how long failovers take
+    context.rows['a']['details'].update(
+        started=run.began - 301, requested_at=run.began - 300)
+    assert Wait('wf', 'a', {'lb': 'lb-a'}).execute(context) == states.DONE
+    assert run.settling.seconds is None
+    now = time.time()
+    context.rows['b']['details'].update(started=now, requested_at=now)
+    assert Wait('wf', 'b', {'lb': 'lb-b'}).execute(context) == states.DONE
+    assert 0.2 < run.settling.seconds < 5.0
+    assert context.rows['b']['state'] == states.DONE

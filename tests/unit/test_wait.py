@@ -1,5 +1,6 @@
 """The adaptive poll interval of cloud waits."""
 
+import itertools
 import time
 
 from octavia_workflows.cloud import wait
@@ -99,7 +100,7 @@ def test_an_expected_duration_sees_a_short_operation_end_sooner():
     cloud = Timed()
     since = time.time()
     wait.check_settled(cloud, 'lb', 5.0, since=since, expected=1.0)
-    gaps = [b - a for a, b in zip(cloud.reads, cloud.reads[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(cloud.reads)]
     assert cloud.reads[-1] - since < 1.02 + wait.FAST_POLL + 0.05
     assert min(gaps) >= wait.FAST_POLL - 0.01
     assert len(cloud.reads) == 6
