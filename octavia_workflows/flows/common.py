@@ -457,7 +457,7 @@ class WaitForTarget(TargetTask):
             # this one is recorded (a failed one first consults the
             # circuit breaker, in finish()).
             extra[VERIFIED] = time.time()
-            pacing.run_state(context).pacer.release(self.target)
+            run.pacer.release(self.target)
         finish(context, self.target, state, error=error, after=after,
                **extra)
         return state
