@@ -110,3 +110,17 @@ class ClaimLost(OctaviaWorkflowsError):
 
 class JobPaused(OctaviaWorkflowsError):
     """Raised inside a flow to stop at an approval gate or breaker."""
+
+
+class NotYet(OctaviaWorkflowsError):
+    """A short check found its target not ready; check again later.
+
+    Raised inside a retry-controlled subflow; the retry controller
+    (:class:`octavia_workflows.machinery.retry.Again`) answers RETRY, so
+    it never fails the job.
+    """
+
+
+class GateWaiting(NotYet):
+    """An approval gate is not approved yet; the job pauses there (the
+    step runs again once the gate is answered)."""

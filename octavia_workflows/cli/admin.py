@@ -16,19 +16,19 @@ class Flows(base.Lister):
     """
 
     def take_action(self, parsed_args):
-        from octavia_workflows.flows import base as flows_base
+        from octavia_workflows import workflow
 
         rows = []
-        for name in flows_base.names():
-            workflow = flows_base.get(name)
+        for name in workflow.names():
+            flow = workflow.get(name)
             if parsed_args.formatter in ('json', 'yaml'):
                 params = [{'name': p.name, 'type': p.type,
                            'default': p.default, 'required': p.required,
-                           'help': p.help} for p in workflow.params]
+                           'help': p.help} for p in flow.params]
             else:
                 params = '\n'.join(f'{p.name} ({p.describe()}): {p.help}'
-                                   for p in workflow.params)
-            rows.append((workflow.name, workflow.description, params))
+                                   for p in flow.params)
+            rows.append((flow.name, flow.description, params))
         return ('name', 'description', 'parameters'), rows
 
 

@@ -5,8 +5,8 @@ import signal
 import sys
 import threading
 
+from octavia_workflows import states, workflow
 from octavia_workflows.cli import base, progress
-from octavia_workflows.flows import base as flows_base
 
 SHOW_FIELDS = ('id', 'workflow', 'state', 'owner', 'mode', 'cloud',
                'parameters', 'progress', 'created_at', 'updated_at',
@@ -28,9 +28,10 @@ def exit_code(view, timed_out=False):
     at an approval gate."""
     if timed_out:
         return base.EXIT_TIMEOUT
-    if view['state'] == 'PAUSED' and view.get('gate'):
+    if view['state'] == states.PAUSED and view.get('gate'):
         return base.EXIT_GATE
-    return base.EXIT_OK if view['state'] == 'SUCCESS' else base.EXIT_FAILED
+    return (base.EXIT_OK if view['state'] == states.SUCCESS
+            else base.EXIT_FAILED)
 
 
 def run_inline(manager, job_id, stream=None):
@@ -85,8 +86,8 @@ def run_inline(manager, job_id, stream=None):
             signal.signal(sig, handler)
     outcome = result.get('outcome')
     if outcome is not None and outcome.release:
-        manager.persistence.records.update_job(
-            job_id, state='PAUSED', owner=None,
+        manager.persistence.records.transition(
+            job_id, states.PAUSED, owner=None,
             reason=f'interrupted ({outcome.reason}); continue with '
             f'"octavia-workflow resume {job_id}"')
     return jobs.get(job_id)
@@ -120,29 +121,29 @@ class Submit(base.ShowOne):
 
     def take_action(self, parsed_args):
         manager = self.app.manager
-        raw = flows_base.parse_assignments(parsed_args.param)
+        raw = workflow.parse_assignments(parsed_args.param)
         # Validation needs no database: a dry-run never opens one.
-        workflow = flows_base.get(parsed_args.workflow)
-        params = workflow.validate(raw)
-        cloud = manager.cloud_name if workflow.needs_cloud else None
+        flow = workflow.get(parsed_args.workflow)
+        params = flow.validate(raw)
+        cloud = manager.cloud_name if flow.needs_cloud else None
         if parsed_args.dry_run:
             from octavia_workflows.cli import plan
 
-            self._exit = plan.print_plan(self, parsed_args, workflow, params,
+            self._exit = plan.print_plan(self, parsed_args, flow, params,
                                          cloud)
             return (), ()
-        if workflow.needs_cloud and not cloud:
+        if flow.needs_cloud and not cloud:
             from octavia_workflows import exceptions
 
             raise exceptions.ConfigError(
-                f'workflow {workflow.name} needs a cloud: pass --os-cloud '
+                f'workflow {flow.name} needs a cloud: pass --os-cloud '
                 f'NAME or set [cloud] name')
-        if workflow.preflight is not None:
+        if flow.preflight is not None:
             from octavia_workflows.engine import context
 
-            workflow.preflight(context.PlanContext(
+            flow.preflight(context.PlanContext(
                 params, cloud_name=cloud, conf=manager.conf), params, False)
-        job_id = manager.jobs.create(workflow, params, cloud=cloud)
+        job_id = manager.jobs.create(flow, params, cloud=cloud)
         timed_out = False
         if not manager.jobs.board_enabled:
             view = run_inline(manager, job_id)

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 
-from octavia_workflows import exceptions
+from octavia_workflows import exceptions, states, workflow
 from octavia_workflows.engine import claims, runner
 from octavia_workflows.engine import records as rec
 
@@ -43,7 +43,7 @@ def _stale(record, board_uuid):
         return 'the job has no record (purged?)'
     if record['board_job'] != board_uuid:
         return f'the job was re-posted as {record["board_job"]}'
-    if record['state'] not in ('PENDING', 'RUNNING'):
+    if record['state'] not in states.RUNNABLE:
         return f'the job is already {record["state"]}'
     return None
 
@@ -57,11 +57,9 @@ def _preload():
         import openstack  # noqa: F401
     except Exception as exc:
         LOG.warning('cannot import openstacksdk: %s', exc)
-    from octavia_workflows.flows import base
-
-    for name in base.names():
+    for name in workflow.names():
         try:
-            base.get(name)
+            workflow.get(name)
         except Exception as exc:
             LOG.warning('workflow %s cannot be loaded: %s', name, exc)
 
@@ -222,8 +220,8 @@ class Conductor:
             self._start(board_job, job_id)
 
     def _start(self, board_job, job_id):
-        ok = self.records.update_job(
-            job_id, expect_states=('PENDING', 'RUNNING'), state='RUNNING',
+        ok = self.records.transition(
+            job_id, states.RUNNING, expect=states.RUNNABLE,
             owner=self.name, heartbeat_at=rec.utcnow())
         if not ok:
             self.driver.complete(board_job, self.name)
@@ -232,27 +230,27 @@ class Conductor:
         if job['started_at'] is None:
             self.records.update_job(job_id, started_at=rec.utcnow())
         attempts = self.records.add_attempt(job_id)
-        workflow = job['workflow']
-        self.listener('claimed', job_id=job_id, workflow=workflow)
+        name = job['workflow']
+        self.listener('claimed', job_id=job_id, workflow=name)
         LOG.info('job %s: claimed by %s (attempt %d)', job_id, self.name,
                  attempts)
         limit = self.conf.conductor.max_job_attempts
         if attempts > limit:
             reason = (f'gave up after {limit} attempts without progress'
                       f'{": " + job["reason"] if job["reason"] else ""}')
-            self.records.update_job(job_id, expect_owner=self.name,
-                                    state='FAILED', reason=reason,
+            self.records.transition(job_id, states.FAILED,
+                                    expect_owner=self.name, reason=reason,
                                     finished_at=rec.utcnow())
             LOG.error('job %s: FAILED: %s', job_id, reason)
             self.driver.complete(board_job, self.name)
-            self.listener('finished', job_id=job_id, workflow=workflow,
-                          state='FAILED')
+            self.listener('finished', job_id=job_id, workflow=name,
+                          state=states.FAILED)
             return
         claim = claims.BoardClaim(job_id, self.name, self.driver, board_job)
         claim.start()
         with self._lock:
             self._running[job_id] = self._pool.submit(
-                self._run, board_job, job_id, workflow, claim)
+                self._run, board_job, job_id, name, claim)
 
     def _run(self, board_job, job_id, workflow, claim):
         def listener(event, **fields):
@@ -266,7 +264,7 @@ class Conductor:
                 conf=self.conf)
         except Exception:
             LOG.exception('job %s: runner crashed', job_id)
-            outcome = runner.Outcome('PENDING', 'runner crashed',
+            outcome = runner.Outcome(states.PENDING, 'runner crashed',
                                      release=True)
         finally:
             claim.stop()

@@ -10,8 +10,14 @@ It is injected into the engine's storage as the transient argument
   cloud (raises :class:`~octavia_workflows.exceptions.ClaimLost`);
 - ``cloud()``: the openstacksdk-backed :mod:`octavia_workflows.cloud`
   client for the job's cloud (created lazily, once per run);
-- ``target_*`` helpers that update the per-target report rows, fenced
-  so a stale conductor cannot overwrite the new owner's records;
+- ``run``: the per-run state the workflow declares (pacer, read-ahead,
+  breaker), built once per run by the runner;
+- ``require_approval()`` and ``post_job()``: approval gates and
+  follow-up jobs, the services a runbook may ask of the engine;
+- ``target()`` and ``write_target()``: the per-target report rows,
+  fenced so a stale conductor cannot overwrite the new owner's records
+  (steps change them through :class:`octavia_workflows.machinery.target.
+  TargetRun`);
 - ``stopping``: True once the job should start nothing new (pause,
   cancel, conductor shutdown, lost claim) — long waits poll it;
 - ``records``: the job records, through :class:`PatientRecords`: a
@@ -28,6 +34,7 @@ import time
 from sqlalchemy import exc as sa_exc
 
 from octavia_workflows import exceptions
+from octavia_workflows.engine import followup, gates
 from octavia_workflows.engine import records as rec
 
 LOG = logging.getLogger(__name__)
@@ -57,6 +64,9 @@ class RunContext:
         #: Set by a task to ask the runner to pause the job (breaker,
         #: approval gate) with ``pause_reason``.
         self.pause_reason = None
+        #: The per-run state the workflow declares (``run_state``),
+        #: set by the runner before the flow runs; None if it has none.
+        self.run = None
 
     # -- fencing ----------------------------------------------------------
     def fence(self):
@@ -90,46 +100,81 @@ class RunContext:
                 self._cloud = _connect(self.cloud_name, self._cloud_factory)
             return self._cloud
 
+    # -- services for tasks ------------------------------------------------
+    def require_approval(self, key, message, if_rejected=None):
+        """Return if approval gate ``key`` of this job was approved; else
+        record the question, pause the job and raise
+        :class:`~octavia_workflows.exceptions.GateWaiting` (the step runs
+        again once the gate is answered; see :mod:`.gates`).
+
+        :param message: what the operator must do or decide (shown by
+            ``show`` and ``wait``).
+        :param if_rejected: what is left to do by hand if the operator
+            rejects (added to the job's reason).
+        """
+        job = self.records.get_job(self.job_id)
+        state = gates.parse(job['gate'] if job else None)
+        if gates.approved(state, key):
+            return
+        self.fence()
+        new = gates.ask(state, key, message, rec.isoformat(rec.utcnow()),
+                        owner=self.owner, if_rejected=if_rejected)
+        self.records.update_job(self.job_id, expect_owner=self.owner,
+                                gate=gates.dump(new))
+        LOG.warning('job %s: waiting for approval at gate %s: %s',
+                    self.job_id, key, message)
+        self.request_pause(f'waiting for approval at gate {key}',
+                           kind='gate')
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and not self.claim.lost:
+            time.sleep(0.2)
+        raise exceptions.GateWaiting(f'gate {key} is not approved')
+
+    def post_job(self, workflow_name, params, job_id):
+        """Post (once) a follow-up job of ``workflow_name`` with the
+        validated ``params`` under the chosen ``job_id``, for the same
+        cloud; a repeated call finds the job it posted, and a record left
+        without its board posting (a crash between the two) is posted
+        then.  Returns a note for the report.
+
+        :raises OctaviaWorkflowsError: unknown workflow, bad parameters
+            or an unreachable jobboard.
+        """
+        return followup.post(self, workflow_name, params, job_id)
+
     # -- the report -------------------------------------------------------
     def target(self, target):
         """The target's current row (state, attempts, details)."""
         return self.records.get_target(self.job_id, target)
 
-    def target_started(self, target, **details):
+    def write_target(self, target, state=None, error=None, details=None,
+                     add_attempt=False, start=False, finished=False):
+        """Fenced write of a target's row: the primitive under
+        :class:`octavia_workflows.machinery.target.TargetRun` (which is
+        what steps use).  ``details`` are merged; ``state`` None leaves
+        the state (and ``error``) as they are; ``finished`` stamps the
+        end and tells the listener."""
         self.fence()
-        self.records.update_target(self.job_id, target, state='RUNNING',
-                                   add_attempt=True, error=None, start=True,
-                                   merge_details=details or None)
-        LOG.info('job %s target %s: started', self.job_id, target)
-
-    def target_finished(self, target, state, error=None, **details):
-        """Record ``DONE``, ``SKIPPED`` or ``FAILED`` for a target."""
-        self.fence()
-        now = rec.utcnow()
+        values = {}
+        if state is not None:
+            values.update(state=state, error=error)
+        if finished:
+            values['finished_at'] = rec.utcnow()
         row = self.records.update_target(
-            self.job_id, target, state=state, error=error,
-            finished_at=now, merge_details=details or None)
-        started = row and row['started_at']
-        self._listener('target', target=target, state=state,
-                       seconds=(now - started).total_seconds()
-                       if started else None)
-        if error:
-            LOG.warning('job %s target %s: %s: %s', self.job_id, target,
-                        state, error)
-        else:
-            LOG.info('job %s target %s: %s', self.job_id, target, state)
-
-    def target_details(self, target, **details):
-        self.fence()
-        self.records.update_target(self.job_id, target,
-                                   merge_details=details)
-
-    def target_attempt(self, target, **details):
-        """Count one more attempt at a RUNNING target (e.g. a request
-        sent again after an interruption), merging ``details``."""
-        self.fence()
-        self.records.update_target(self.job_id, target, add_attempt=True,
-                                   merge_details=details or None)
+            self.job_id, target, add_attempt=add_attempt, start=start,
+            merge_details=details or None, **values)
+        if finished:
+            started = row and row['started_at']
+            self._listener('target', target=target, state=state, seconds=(
+                values['finished_at'] - started).total_seconds()
+                if started else None)
+            if error:
+                LOG.warning('job %s target %s: %s: %s', self.job_id, target,
+                            state, error)
+            else:
+                LOG.info('job %s target %s: %s', self.job_id, target,
+                         state)
+        return row
 
 
 class PlanContext:

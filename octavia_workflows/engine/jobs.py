@@ -29,7 +29,7 @@ import os
 import socket
 import uuid
 
-from octavia_workflows import exceptions
+from octavia_workflows import exceptions, states
 from octavia_workflows.engine import gates
 from octavia_workflows.engine import records as rec
 
@@ -136,7 +136,8 @@ class JobService:
         """
         job = self.records.get_job(job_id)
         expiry = self.conf.task_flow.jobboard_expiration_time
-        if (job['state'] == 'RUNNING' and job['heartbeat_at'] and not force
+        if (job['state'] == states.RUNNING and job['heartbeat_at']
+                and not force
                 and rec.utcnow() - job['heartbeat_at']
                 < datetime.timedelta(seconds=expiry)):
             raise exceptions.InvalidJobState(
@@ -144,9 +145,9 @@ class JobService:
                 f'{rec.isoformat(job["heartbeat_at"])}); retry after '
                 f'{expiry} s if that run died')
         owner = inline_owner()
-        ok = self.records.update_job(
-            job_id, expect_states=('PENDING', 'RUNNING', 'PAUSED'),
-            state='RUNNING', owner=owner, control='',
+        ok = self.records.transition(
+            job_id, states.RUNNING, expect=states.UNFINISHED,
+            owner=owner, control='',
             heartbeat_at=rec.utcnow(),
             started_at=job['started_at'] or rec.utcnow())
         if not ok:
@@ -161,32 +162,33 @@ class JobService:
 
     def pause(self, job_id):
         job = self._job(job_id)
-        if job['state'] not in ('PENDING', 'RUNNING'):
+        if job['state'] not in states.RUNNABLE:
             raise exceptions.InvalidJobState(
                 f'job {job["id"]} is {job["state"]}; only PENDING or '
                 f'RUNNING jobs can be paused')
         self.records.update_job(job['id'], control='pause')
-        if job['state'] == 'PENDING' and self._unpost(job):
-            self.records.update_job(
-                job['id'], expect_states=('PENDING',), state='PAUSED',
+        if job['state'] == states.PENDING and self._unpost(job):
+            self.records.transition(
+                job['id'], states.PAUSED, expect=(states.PENDING,),
                 control='', reason='paused by the operator')
         return self.records.get_job(job['id'])
 
     def cancel(self, job_id):
         job = self._job(job_id)
-        if job['state'] in rec.FINISHED:
+        if job['state'] in states.FINISHED:
             raise exceptions.InvalidJobState(
                 f'job {job["id"]} already ended {job["state"]}')
         self.records.update_job(job['id'], control='cancel')
         remaining = gates.parse(job['gate'])
         remaining['waiting'] = None
-        settle_now = job['state'] == 'PAUSED' or (
-            job['state'] == 'PENDING' and self._unpost(job))
+        settle_now = job['state'] == states.PAUSED or (
+            job['state'] == states.PENDING and self._unpost(job))
         if settle_now:
             self.records.skip_pending(job['id'], 'job cancelled')
-            self.records.update_job(
-                job['id'], expect_states=('PENDING', 'PAUSED'),
-                state='CANCELLED', control='', gate=gates.dump(remaining),
+            self.records.transition(
+                job['id'], states.CANCELLED,
+                expect=(states.PENDING, states.PAUSED),
+                control='', gate=gates.dump(remaining),
                 finished_at=rec.utcnow(), reason='cancelled by the operator')
         return self.records.get_job(job['id'])
 
@@ -198,20 +200,20 @@ class JobService:
         """
         job = self._job(job_id)
         if job['mode'] == 'inline' or not self.board_enabled:
-            if job['state'] not in ('PAUSED', 'RUNNING', 'PENDING'):
+            if job['state'] not in states.UNFINISHED:
                 raise exceptions.InvalidJobState(
                     f'job {job["id"]} is {job["state"]}; nothing to resume')
-            if job['state'] == 'PAUSED':
+            if job['state'] == states.PAUSED:
                 self._answer_gate(job)
             return job
-        if job['state'] != 'PAUSED':
+        if job['state'] != states.PAUSED:
             raise exceptions.InvalidJobState(
                 f'job {job["id"]} is {job["state"]}; only PAUSED jobs can '
                 f'be resumed')
         board = self.board()
         self._answer_gate(job)
-        ok = self.records.update_job(
-            job['id'], expect_states=('PAUSED',), state='PENDING',
+        ok = self.records.transition(
+            job['id'], states.PENDING, expect=(states.PAUSED,),
             control='', owner=None, reason=None, attempts=0,
             not_before=None, board_job=None)
         if not ok:
@@ -225,7 +227,7 @@ class JobService:
         """``(job, gate)``: the job and the gate it waits at (or None)."""
         job = self._job(job_id)
         waiting = gates.parse(job['gate'])['waiting']
-        if job['state'] != 'PAUSED':
+        if job['state'] != states.PAUSED:
             waiting = None
         return job, waiting
 
@@ -257,7 +259,8 @@ class JobService:
             return None
         new, key = gates.approve(state, rec.isoformat(rec.utcnow()),
                                  gates.operator())
-        ok = self.records.update_job(job['id'], expect_states=('PAUSED',),
+        ok = self.records.update_job(job['id'],
+                                     expect_states=(states.PAUSED,),
                                      gate=gates.dump(new))
         if not ok:
             raise exceptions.InvalidJobState(
@@ -281,8 +284,8 @@ class JobService:
         new, text = gates.reject(gates.parse(job['gate']),
                                  rec.isoformat(rec.utcnow()),
                                  gates.operator(), reason)
-        ok = self.records.update_job(
-            job['id'], expect_states=('PAUSED',), state='CANCELLED',
+        ok = self.records.transition(
+            job['id'], states.CANCELLED, expect=(states.PAUSED,),
             control='', gate=gates.dump(new), finished_at=rec.utcnow(),
             reason=text)
         if not ok:
@@ -300,12 +303,10 @@ class JobService:
 
     def purge(self, older_than_days):
         """Delete finished jobs last updated more than N days ago."""
-        from octavia_workflows.engine import runner
-
         cutoff = rec.utcnow() - datetime.timedelta(days=older_than_days)
         ids = self.records.finished_before(cutoff)
         for job_id in ids:
-            runner.forget_logbook(self.persistence, job_id)
+            self.persistence.forget_logbook(job_id)
             self.records.delete_job(job_id)
         return ids
 
@@ -331,7 +332,7 @@ def view(job, progress, targets=None):
                      ('total', 'done', 'failed', 'skipped', 'running')},
     }
     gate = gates.parse(job['gate'])
-    if job['state'] == 'PAUSED':
+    if job['state'] == states.PAUSED:
         out['gate'] = gates.message(gate)
     out['approvals'] = sorted(
         ({'gate': key, 'at': value.get('at'), 'by': value.get('by')}

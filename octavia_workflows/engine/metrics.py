@@ -23,7 +23,7 @@ import time
 
 import prometheus_client
 
-from octavia_workflows import exceptions
+from octavia_workflows import exceptions, states
 
 LOG = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Metrics:
         elif event == 'target':
             self.targets.labels(workflow, fields.get('state')).inc()
             if fields.get('seconds') is not None and \
-                    fields.get('state') != 'SKIPPED':
+                    fields.get('state') != states.SKIPPED:
                 self.duration.labels(workflow).observe(fields['seconds'])
         elif event == 'paused':
             self.pauses.labels(workflow, fields.get('kind', 'runbook')).inc()

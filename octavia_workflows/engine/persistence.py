@@ -120,6 +120,17 @@ class Persistence:
             self._shared = tfstore.SharedConnectionBackend(self._tf_backend)
         return self._shared
 
+    def forget_logbook(self, job_id):
+        """Remove a job's TaskFlow logbook (its records stay)."""
+        from taskflow import exceptions as tf_exc
+
+        try:
+            self.taskflow_backend().get_connection().destroy_logbook(job_id)
+        except tf_exc.NotFound:
+            pass
+        except tf_exc.StorageFailure as exc:
+            LOG.warning('job %s: cannot remove logbook: %s', job_id, exc)
+
     def check(self):
         """Verify the database answers and the schema is current.
 

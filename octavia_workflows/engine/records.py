@@ -17,7 +17,7 @@ import json
 
 import sqlalchemy as sa
 
-from octavia_workflows.states import FINISHED
+from octavia_workflows import states
 
 SCHEMA_VERSION = 1
 
@@ -116,7 +116,7 @@ class Records:
         now = utcnow()
         with self.engine.begin() as conn:
             conn.execute(jobs.insert().values(
-                id=job_id, workflow=workflow, state='PENDING', mode=mode,
+                id=job_id, workflow=workflow, state=states.PENDING, mode=mode,
                 cloud=cloud, parameters=json.dumps(parameters, sort_keys=True),
                 created_at=now, updated_at=now, control='', attempts=0,
                 planned=False))
@@ -143,7 +143,7 @@ class Records:
     def list_jobs(self, include_finished=False, limit=None):
         query = jobs.select().order_by(jobs.c.created_at.desc())
         if not include_finished:
-            query = query.where(jobs.c.state.notin_(FINISHED))
+            query = query.where(jobs.c.state.notin_(states.FINISHED))
         if limit:
             query = query.limit(limit)
         with self.engine.connect() as conn:
@@ -151,12 +151,36 @@ class Records:
 
     def update_job(self, job_id, expect_states=None, expect_owner=None,
                    **values):
-        """Update a job; return True if a row matched.
+        """Update a job's other columns; return True if a row matched.
 
         ``expect_states``/``expect_owner`` make it a compare-and-set: the
         row changes only while it is still in one of those states or
-        owned by that owner.
+        owned by that owner.  The state itself changes only through
+        :meth:`transition`.
         """
+        if 'state' in values:
+            raise states.InvalidTransition(
+                'a job state changes only through Records.transition()')
+        return self._update_job(job_id, expect_states, expect_owner, values)
+
+    def transition(self, job_id, to, expect=None, expect_owner=None,
+                   **values):
+        """Move a job to state ``to``; return True if it moved.
+
+        One compare-and-set statement: the row changes only while its
+        state is one that may move to ``to``
+        (:data:`~octavia_workflows.states.ALLOWED_JOB_TRANSITIONS`),
+        narrowed to ``expect`` when given, and while ``expect_owner``
+        (when given) owns it.  Other ``values`` are written with it.
+
+        :raises InvalidTransition: no state in ``expect`` may move to
+            ``to`` (a bug: nothing is written).
+        """
+        sources = states.job_sources(to, expect)
+        values['state'] = to
+        return self._update_job(job_id, sources, expect_owner, values)
+
+    def _update_job(self, job_id, expect_states, expect_owner, values):
         values['updated_at'] = utcnow()
         query = jobs.update().where(jobs.c.id == job_id)
         if expect_states:
@@ -177,7 +201,7 @@ class Records:
         with self.engine.begin() as conn:
             return conn.execute(jobs.update().where(
                 jobs.c.id == job_id, jobs.c.board_job.is_(None),
-                jobs.c.state.in_(('PENDING', 'RUNNING'))).values(
+                jobs.c.state.in_(states.RUNNABLE)).values(
                     board_job=board_uuid, updated_at=utcnow())).rowcount == 1
 
     def add_attempt(self, job_id):
@@ -191,7 +215,7 @@ class Records:
     def finished_before(self, cutoff):
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(jobs.c.id).where(
-                jobs.c.state.in_(FINISHED), jobs.c.updated_at < cutoff))
+                jobs.c.state.in_(states.FINISHED), jobs.c.updated_at < cutoff))
             return [r.id for r in rows]
 
     # -- targets ----------------------------------------------------------
@@ -206,12 +230,13 @@ class Records:
         rows = []
         for seq, item in enumerate(planned):
             rows.append(dict(job_id=job_id, target=item['target'], seq=seq,
-                             action=item['action'], state='PENDING',
+                             action=item['action'], state=states.PENDING,
                              attempts=0, error=None,
                              details=json.dumps(item.get('details') or {})))
         for seq, item in enumerate(skipped, start=len(planned)):
             rows.append(dict(job_id=job_id, target=item['target'], seq=seq,
-                             action=SKIP_ACTION, state='SKIPPED', attempts=0,
+                             action=SKIP_ACTION, state=states.SKIPPED,
+                             attempts=0,
                              error=item.get('reason'),
                              details=json.dumps(item.get('details') or {})))
         with self.engine.begin() as conn:
@@ -258,6 +283,9 @@ class Records:
             if row is None:
                 return None
             before = _target_row(row)
+            if 'state' in values:
+                states.check_target_transition(before['state'],
+                                               values['state'])
             if merge_details:
                 details = dict(before['details'])
                 details.update(merge_details)
@@ -281,8 +309,8 @@ class Records:
         with self.engine.begin() as conn:
             skipped = conn.execute(targets.update().where(
                 targets.c.job_id == job_id,
-                targets.c.state == 'PENDING').values(
-                    state='SKIPPED', error=error)).rowcount
+                targets.c.state == states.PENDING).values(
+                    state=states.SKIPPED, error=error)).rowcount
             conn.execute(jobs.update().where(jobs.c.id == job_id).values(
                 updated_at=utcnow()))
         return skipped
@@ -293,8 +321,8 @@ class Records:
                   for j in job_ids}
         if not job_ids:
             return result
-        key = {'DONE': 'done', 'FAILED': 'failed', 'SKIPPED': 'skipped',
-               'RUNNING': 'running'}
+        key = {states.DONE: 'done', states.FAILED: 'failed',
+               states.SKIPPED: 'skipped', states.RUNNING: 'running'}
         query = sa.select(targets.c.job_id, targets.c.state,
                           sa.func.count()).group_by(
             targets.c.job_id, targets.c.state)

@@ -30,10 +30,9 @@ from taskflow import states as tf_states
 from taskflow.patterns import linear_flow
 from taskflow.persistence import models
 
-from octavia_workflows import exceptions
+from octavia_workflows import exceptions, states, workflow
 from octavia_workflows.engine import context as ctx_mod
 from octavia_workflows.engine import records as rec
-from octavia_workflows.flows import base as flows_base
 
 LOG = logging.getLogger(__name__)
 
@@ -85,7 +84,8 @@ def _unknown_here(exc):
     flow factory of a newer release, during a rolling upgrade): give it
     back, with the usual backoff, for an upgraded conductor; the attempt
     limit ends it FAILED if none ever knows it."""
-    return Outcome('PENDING', f'transient failure: {exc} on this conductor',
+    return Outcome(states.PENDING,
+                   f'transient failure: {exc} on this conductor',
                    release=True)
 
 
@@ -171,9 +171,9 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
     records = persistence.records
     job = records.get_job(job_id)
     if job is None:
-        return Outcome('FAILED', 'job record vanished')
+        return Outcome(states.FAILED, 'job record vanished')
     try:
-        workflow = flows_base.get(job['workflow'])
+        flow_decl = workflow.get(job['workflow'])
     except exceptions.UnknownWorkflow as exc:
         return _settle(records, job_id, claim, _unknown_here(exc))
     context = ctx_mod.RunContext(
@@ -181,17 +181,17 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
         claim, cloud_name=job['cloud'], cloud_factory=cloud_factory,
         listener=listener, conf=conf, persistence=persistence)
     if stop_event is not None and stop_event.is_set():
-        return Outcome('PENDING', 'conductor stopping', release=True)
+        return Outcome(states.PENDING, 'conductor stopping', release=True)
     if job['control'] == 'cancel':
-        return _settle(records, job_id, claim,
-                       Outcome('CANCELLED', 'cancelled before it started'))
+        return _settle(records, job_id, claim, Outcome(
+            states.CANCELLED, 'cancelled before it started'))
     if job['control'] == 'pause':
         return _settle(records, job_id, claim,
-                       Outcome('PAUSED', 'paused by the operator'))
+                       Outcome(states.PAUSED, 'paused by the operator'))
     executor = None
     done = threading.Event()
     try:
-        if freeze_plan(workflow, job, context):
+        if freeze_plan(flow_decl, job, context):
             # A frozen plan is progress: the attempt limit counts only
             # attempts in a row that got nowhere (a large plan can take
             # longer to compute than conductors live in a bad hour).
@@ -201,21 +201,23 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
         planned = [t for t in targets if t['action'] != rec.SKIP_ACTION]
         backend = persistence.taskflow_backend(fence=context.fence)
         book, flow_detail = _logbook(backend.get_connection(), job_id,
-                                     workflow)
-        factory = workflow.load_factory(factory_of(workflow, flow_detail))
+                                     flow_decl)
+        factory = flow_decl.load_factory(factory_of(flow_decl, flow_detail))
         flow = factory(job['parameters'], [
             {'target': t['target'], 'action': t['action'],
              'details': t['details']} for t in planned])
+        if flow_decl.run_state is not None:
+            context.run = flow_decl.run_state(context)
         options = {}
-        if workflow.engine == 'parallel':
-            workers = _width(flow, job['parameters'])
+        if flow_decl.engine == 'parallel':
+            workers = _width(flow, flow_decl.lanes(job['parameters']))
             executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=workers,
                 thread_name_prefix=f'job-{job_id[:8]}')
             options['executor'] = executor
         engine = taskflow.engines.load(
             flow, flow_detail=flow_detail, book=book, backend=backend,
-            engine=workflow.engine, **options)
+            engine=flow_decl.engine, **options)
         engine.compile()
         engine.prepare()
         engine.storage.inject({'context': context}, transient=True)
@@ -236,35 +238,24 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
             done.set()
         outcome = _outcome(engine, context, records, job_id, stop_event)
     except exceptions.ClaimLost:
-        return Outcome('RUNNING', 'claim lost', lost=True)
+        return Outcome(states.RUNNING, 'claim lost', lost=True)
     except exceptions.UnknownWorkflow as exc:
         outcome = _unknown_here(exc)
     except Exception as exc:
         if claim.lost:
-            return Outcome('RUNNING', 'claim lost', lost=True)
+            return Outcome(states.RUNNING, 'claim lost', lost=True)
         outcome = _failure_outcome(exc, job_id)
     finally:
         done.set()
         if executor is not None:
             executor.shutdown(wait=False)
     if claim.lost:
-        return Outcome('RUNNING', 'claim lost', lost=True)
+        return Outcome(states.RUNNING, 'claim lost', lost=True)
     outcome = _settle(records, job_id, claim, outcome)
-    if (outcome.state in rec.FINISHED and not outcome.lost
+    if (outcome.state in states.FINISHED and not outcome.lost
             and not save_logbook):
-        forget_logbook(persistence, job_id)
+        persistence.forget_logbook(job_id)
     return outcome
-
-
-def forget_logbook(persistence, job_id):
-    """Remove a job's TaskFlow logbook (its records stay)."""
-    try:
-        persistence.taskflow_backend().get_connection().destroy_logbook(
-            job_id)
-    except tf_exc.NotFound:
-        pass
-    except tf_exc.StorageFailure as exc:
-        LOG.warning('job %s: cannot remove logbook: %s', job_id, exc)
 
 
 def _link(source, target, done):
@@ -289,22 +280,21 @@ def _failure_outcome(exc, job_id):
     if cause is not None:
         LOG.warning('job %s: transient failure, will retry: %s', job_id,
                     exc)
-        return Outcome('PENDING', f'transient failure: {_line(exc)}',
+        return Outcome(states.PENDING, f'transient failure: {_line(exc)}',
                        release=True)
     if isinstance(exc, exceptions.OctaviaWorkflowsError):
         LOG.error('job %s failed: %s', job_id, exc)
     else:
         LOG.exception('job %s failed', job_id)
-    return Outcome('FAILED', _line(exc))
+    return Outcome(states.FAILED, _line(exc))
 
 
-def _width(flow, params):
+def _width(flow, lanes):
     """Threads a parallel engine needs: as many atoms as can run at once
     (every lane of every unordered flow, nested ones included), at least
-    ``concurrency``.  Fewer would leave a lane's atom queued while
-    others wait for a pacing slot it holds."""
-    concurrency = max(1, int(params.get('concurrency') or 1))
-    return max(concurrency, _parallel(flow))
+    the ``lanes`` the workflow declares.  Fewer would leave a lane's atom
+    queued while others wait for a pacing slot it holds."""
+    return max(1, int(lanes or 1), _parallel(flow))
 
 
 def _parallel(item):
@@ -319,35 +309,35 @@ def _parallel(item):
 def _outcome(engine, context, records, job_id, stop_event):
     state = engine.storage.get_flow_state()
     if state == tf_states.SUCCESS:
-        failed = records.get_targets(job_id, states=['FAILED'])
+        failed = records.get_targets(job_id, states=[states.FAILED])
         if failed:
-            return Outcome('FAILED', f'{len(failed)} target(s) failed')
-        return Outcome('SUCCESS')
+            return Outcome(states.FAILED, f'{len(failed)} target(s) failed')
+        return Outcome(states.SUCCESS)
     if state in (tf_states.REVERTED, tf_states.FAILURE):
         failure = next(iter(engine.storage.get_failures().values()), None)
-        return Outcome('FAILED', _line(failure.exception_str)
+        return Outcome(states.FAILED, _line(failure.exception_str)
                        if failure else 'the flow failed')
     # Suspended: find out why.
     if context.pause_reason:
-        return Outcome('PAUSED', context.pause_reason)
+        return Outcome(states.PAUSED, context.pause_reason)
     job = records.get_job(job_id)
     if job is not None and job['control'] == 'cancel':
-        return Outcome('CANCELLED', 'cancelled by the operator')
+        return Outcome(states.CANCELLED, 'cancelled by the operator')
     if job is not None and job['control'] == 'pause':
-        return Outcome('PAUSED', 'paused by the operator')
-    return Outcome('PENDING', 'conductor stopping', release=True)
+        return Outcome(states.PAUSED, 'paused by the operator')
+    return Outcome(states.PENDING, 'conductor stopping', release=True)
 
 
 def _settle(records, job_id, claim, outcome):
     """Write the outcome into the job's record (owner-checked)."""
     now = rec.utcnow()
-    values = dict(state=outcome.state, reason=outcome.reason)
-    if outcome.state in rec.FINISHED:
+    values = dict(reason=outcome.reason)
+    if outcome.state in states.FINISHED:
         values['finished_at'] = now
         values['control'] = ''
-    if outcome.state == 'CANCELLED':
+    if outcome.state == states.CANCELLED:
         records.skip_pending(job_id, 'job cancelled')
-    if outcome.state == 'PAUSED':
+    if outcome.state == states.PAUSED:
         values['control'] = ''
     if outcome.release:
         values['owner'] = None
@@ -356,7 +346,8 @@ def _settle(records, job_id, claim, outcome):
         delay = min(60, 2 ** max(0, (records.get_job(job_id) or {}).get(
             'attempts', 1)))
         values['not_before'] = now + datetime.timedelta(seconds=delay)
-    ok = records.update_job(job_id, expect_owner=claim.owner, **values)
+    ok = records.transition(job_id, outcome.state, expect_owner=claim.owner,
+                            **values)
     if not ok:
         LOG.warning('job %s: record changed owner; not settling', job_id)
         return Outcome(outcome.state, outcome.reason, lost=True)

@@ -32,9 +32,9 @@ conductor that dies around the call re-checks and only waits.
 
 import time
 
-from octavia_workflows import exceptions, states
-from octavia_workflows.flows import base, common, shape
-from octavia_workflows.flows.evacuate_host import host_service
+from octavia_workflows import exceptions, workflow
+from octavia_workflows.machinery import hosts, retry, runstate, shape, steps
+from octavia_workflows.machinery import params as shared
 
 NAME = 'cleanup-node'
 ACTION = 'delete-server'
@@ -58,7 +58,7 @@ def _check(params):
 
 
 def preflight(context, params, dry_run):
-    host_service(context.cloud(), params['host'])
+    hosts.host_service(context.cloud(), params['host'])
 
 
 def evidence(server):
@@ -119,9 +119,9 @@ def classify(servers, amphorae, prefix):
         details = dict(evidence(server), **facts)
         if decision == DELETE:
             details['evidence'] = reason
-            targets.append(base.Target(server['id'], ACTION, details))
+            targets.append(workflow.Target(server['id'], ACTION, details))
         else:
-            skipped.append(base.Target(server['id'], ACTION, details,
+            skipped.append(workflow.Target(server['id'], ACTION, details,
                                        reason))
     return targets, skipped
 
@@ -129,7 +129,7 @@ def classify(servers, amphorae, prefix):
 def plan(context, params):
     _check(params)
     cloud = context.cloud()
-    host_service(cloud, params['host'])
+    hosts.host_service(cloud, params['host'])
     servers = cloud.list_servers_on_host(params['host'])
     amphorae = cloud.list_amphorae()
     targets, skipped = classify(servers, amphorae, params['name_prefix'])
@@ -143,7 +143,7 @@ def plan(context, params):
     notes.append('the Octavia API does not list DELETED amphorae: a '
                  'server of a DELETED amphora and a server of no amphora '
                  'look the same')
-    return base.Plan(targets=targets, skipped=skipped, notes=notes)
+    return workflow.Plan(targets=targets, skipped=skipped, notes=notes)
 
 
 def recheck_server(cloud, host, server_id, prefix):
@@ -174,7 +174,7 @@ def recheck_server(cloud, host, server_id, prefix):
 # -- tasks -----------------------------------------------------------------
 
 
-class StartCleanup(common.StartTarget):
+class StartCleanup(steps.StartTarget):
     """Pacing slot; re-check the server; with apply=false stop here."""
 
     def recheck(self, context, cloud):
@@ -188,68 +188,60 @@ class StartCleanup(common.StartTarget):
         return None, facts
 
 
-class DeleteServer(common.TargetTask):
+class DeleteServer(steps.TargetTask):
     """Fence, then delete the server (once; a repeat only waits)."""
 
     step = 'act'
 
     def execute(self, context):
-        row = self.row(context)
-        if row is None or row['details'].get('requested_at'):
+        target = self.lifecycle(context)
+        record = target.running()
+        if record is None or record.requested_at:
             return None
         cloud = context.cloud()
         try:
-            if not row['details'].get('intent'):
-                context.target_details(self.target, intent=time.time())
+            if not record.intent:
+                target.intend()
             context.fence()
             cloud.delete_server(self.target)
         except exceptions.CloudNotFound:
             pass        # gone already: our earlier call, or Nova's own
         except exceptions.CloudError as exc:
-            if exc.transient:
-                common.backoff(context)
-                raise common.NotYet(str(exc)) from exc
-            common.finish(context, self.target, states.FAILED,
-                          error=str(exc))
+            retry.retry_later_or(context, exc, target.fail)
             return None
-        context.target_details(self.target, requested_at=time.time())
+        target.requested()
         return None
 
 
-class WaitServerGone(common.TargetTask):
+class WaitServerGone(steps.TargetTask):
     """Short check that the server disappeared from Nova."""
 
     step = 'wait'
 
     def execute(self, context):
-        row = self.row(context)
-        if row is None:
+        target = self.lifecycle(context)
+        record = target.running()
+        if record is None:
             return None
         timeout = float(context.params.get('target_timeout') or 900.0)
-        deadline = time.monotonic() + min(common.CHECK_WINDOW, timeout)
+        deadline = time.monotonic() + min(retry.CHECK_WINDOW, timeout)
         cloud = context.cloud()
         while True:
             try:
                 server = cloud.get_server(self.target)
             except exceptions.CloudNotFound:
-                common.finish(context, self.target, states.DONE,
-                              after={'deleted': True})
-                return states.DONE
+                return target.done(after={'deleted': True})
             except exceptions.CloudError as exc:
                 if not exc.transient:
-                    common.finish(context, self.target, states.FAILED,
-                                  error=str(exc))
-                    return states.FAILED
+                    return target.fail(exc)
                 server = None
-            if self.elapsed(row) >= timeout:
+            if record.elapsed() >= timeout:
                 status = server.get('status') if server else 'unknown'
-                common.finish(context, self.target, states.FAILED,
-                              error=f'server still present ({status}) '
-                              f'{timeout:g} s after its deletion')
-                return states.FAILED
+                return target.fail(f'server still present ({status}) '
+                                   f'{timeout:g} s after its deletion')
             if time.monotonic() >= deadline or context.claim.lost:
-                raise common.NotYet('the server is still being deleted')
-            time.sleep(common.TICK)
+                raise retry.NotYet('the server is still being deleted')
+            time.sleep(retry.TICK)
 
 
 def cleanup_node_flow(params, targets):
@@ -266,21 +258,23 @@ def cleanup_node_flow(params, targets):
                         key=lambda item: item['target'])
 
 
-WORKFLOW = base.Workflow(
+WORKFLOW = workflow.Workflow(
     name=NAME,
     description='Delete the amphora VMs on a compute host that Octavia no '
     'longer uses (report only unless apply=true).',
     params=(
-        base.Param('host', 'str', 'the compute host to clean up',
-                   required=True),
-        base.Param('apply', 'bool', 'delete the unused amphora VMs '
-                   '(default: only report them)', default=False),
-        base.Param('name_prefix', 'str', 'only servers named like this are '
-                   'amphora VMs', default='amphora-'),
-    ) + common.COMMON_PARAMS,
+        workflow.Param('host', 'str', 'the compute host to clean up',
+                       required=True),
+        workflow.Param('apply', 'bool', 'delete the unused amphora VMs '
+                       '(default: only report them)', default=False),
+        workflow.Param('name_prefix', 'str', 'only servers named like '
+                       'this are amphora VMs', default='amphora-'),
+    ) + shared.COMMON_PARAMS,
     factory='octavia_workflows.flows.cleanup_node:cleanup_node_flow',
     plan=plan,
     engine='parallel',
     check=_check,
     preflight=preflight,
+    lanes=shared.lanes,
+    run_state=runstate.for_job,
 )

@@ -33,13 +33,22 @@ gives an empty plan (nothing is disabled).
 
 from taskflow.patterns import linear_flow
 
-from octavia_workflows import exceptions, states
-from octavia_workflows.flows import base, common, inventory, shape
-from octavia_workflows.flows import failover_amphorae as amphorae_mod
+from octavia_workflows import exceptions, states, workflow
+from octavia_workflows.machinery import (
+    amphora,
+    hosts,
+    inventory,
+    retry,
+    runstate,
+    shape,
+    steps,
+)
+from octavia_workflows.machinery import params as shared
+from octavia_workflows.machinery.target import TargetRun
 
 NAME = 'evacuate-host'
 DISABLE = 'disable-compute-service'
-FAILOVER = amphorae_mod.ACTION
+FAILOVER = amphora.ACTION
 VERIFY = 'verify-host-empty'
 #: Nova's limit for ``disabled_reason``.
 REASON_MAX = 255
@@ -54,18 +63,8 @@ def _check(params):
             f'parameter reason: at most {REASON_MAX} characters')
 
 
-def host_service(cloud, host):
-    """The host's nova-compute service; InvalidParameter if unknown."""
-    try:
-        return cloud.get_compute_service(host)
-    except exceptions.CloudNotFound:
-        raise exceptions.InvalidParameter(
-            f'parameter host: no compute host {host!r} (Nova has no '
-            f'nova-compute service on it)') from None
-
-
 def preflight(context, params, dry_run):
-    host_service(context.cloud(), params['host'])
+    hosts.host_service(context.cloud(), params['host'])
 
 
 def disable_reason(params, job_id=None):
@@ -73,17 +72,6 @@ def disable_reason(params, job_id=None):
         return params['reason']
     suffix = f' job {job_id}' if job_id else ''
     return f'evacuated by octavia-workflows{suffix}'
-
-
-def on_host(servers, amphorae):
-    """``[(amphora, server)]`` for the live amphorae whose VM is one of
-    ``servers``, in server order."""
-    by_compute = {}
-    for amp in inventory.live(amphorae):
-        if amp.get('compute_id'):
-            by_compute[amp['compute_id']] = amp
-    return [(by_compute[s['id']], s) for s in servers
-            if s['id'] in by_compute]
 
 
 def build_plan(params, service, servers, amphorae, lbs, lb_amphorae):
@@ -94,7 +82,7 @@ def build_plan(params, service, servers, amphorae, lbs, lb_amphorae):
     :func:`failover_amphorae.gather` returns them.
     """
     host = params['host']
-    pairs = on_host(servers, amphorae)
+    pairs = hosts.on_host(servers, amphorae)
     others = len(servers) - len(pairs)
     notes = []
     if others:
@@ -103,9 +91,9 @@ def build_plan(params, service, servers, amphorae, lbs, lb_amphorae):
     if not pairs:
         notes.append(f'no amphora runs on {host}: nothing to do (the '
                      f'compute service is left {service.get("status")})')
-        return base.Plan(targets=[], notes=notes)
+        return workflow.Plan(targets=[], notes=notes)
     server_of = {amp['id']: server for amp, server in pairs}
-    amp_targets, skipped = amphorae_mod.select(
+    amp_targets, skipped = amphora.select(
         [amp for amp, _ in pairs], lbs, lb_amphorae)
     for item in amp_targets + skipped:
         server = server_of.get(item.target) or {}
@@ -113,7 +101,7 @@ def build_plan(params, service, servers, amphorae, lbs, lb_amphorae):
                             server=server.get('name'))
     targets = []
     if params.get('disable_compute_service', True):
-        targets.append(base.Target(f'host:{host}', DISABLE, {
+        targets.append(workflow.Target(f'host:{host}', DISABLE, {
             'host': host, 'service': service.get('id'),
             'status': service.get('status'),
             'disabled_reason': service.get('disabled_reason')}))
@@ -125,21 +113,21 @@ def build_plan(params, service, servers, amphorae, lbs, lb_amphorae):
                      f'replacements on {host} again unless it is disabled '
                      f'otherwise')
     targets.extend(amp_targets)
-    targets.append(base.Target(f'verify:{host}', VERIFY, {'host': host}))
-    notes.extend(amphorae_mod.plan_notes(amp_targets))
+    targets.append(workflow.Target(f'verify:{host}', VERIFY, {'host': host}))
+    notes.extend(amphora.plan_notes(amp_targets))
     notes.append(f'the compute service of {host} stays disabled after the '
                  f'job; enable it when the host is back in service')
-    return base.Plan(targets=targets, skipped=skipped, notes=notes)
+    return workflow.Plan(targets=targets, skipped=skipped, notes=notes)
 
 
 def plan(context, params):
     _check(params)
     cloud = context.cloud()
-    service = host_service(cloud, params['host'])
-    servers = cloud.list_servers_on_host(params['host'])
+    service = hosts.host_service(cloud, params['host'])
+    servers = cloud.list_servers_hosts.on_host(params['host'])
     amphorae = cloud.list_amphorae()
-    pairs = on_host(servers, amphorae)
-    lbs, lb_amphorae = amphorae_mod.gather(cloud, [a for a, _ in pairs])
+    pairs = hosts.on_host(servers, amphorae)
+    lbs, lb_amphorae = amphora.gather(cloud, [a for a, _ in pairs])
     return build_plan(params, service, servers, amphorae, lbs, lb_amphorae)
 
 
@@ -147,7 +135,7 @@ def left_on_host(servers, amphorae, lbs):
     """``(active, other)``: ids of the live amphorae still on the host
     whose load balancer is ACTIVE, and the rest of them."""
     active, other = [], []
-    for amp, _server in on_host(servers, amphorae):
+    for amp, _server in hosts.on_host(servers, amphorae):
         lb = lbs.get(amp.get('loadbalancer_id'))
         if lb is not None and lb.get('provisioning_status') == \
                 inventory.ACTIVE:
@@ -160,27 +148,28 @@ def left_on_host(servers, amphorae, lbs):
 # -- tasks -----------------------------------------------------------------
 
 
-class HostTask(common.TargetTask):
-    """A host-level step; runs once, transient errors are retried."""
+class HostTask(steps.TargetTask):
+    """A host-level step (not paced); runs once, transient errors are
+    retried."""
+
+    paced = False
 
     def execute(self, context):
-        row = context.target(self.target)
-        if row is None or row['state'] in states.TARGET_FINISHED:
-            return row['state'] if row else None
+        target = self.lifecycle(context)
+        record = target.record()
+        if record is None or record.finished:
+            return record.state if record else None
         try:
-            return self.run(context, context.cloud(), row)
+            return self.run(context, context.cloud(), target, record)
         except exceptions.CloudError as exc:
-            if exc.transient:
-                common.backoff(context)
-                raise common.NotYet(str(exc)) from exc
-            return self.failed(context, exc)
+            return retry.retry_later_or(
+                context, exc, lambda e: self.failed(context, target, e))
 
-    def run(self, context, cloud, row):
+    def run(self, context, cloud, target, record):
         raise NotImplementedError
 
-    def failed(self, context, exc):
-        context.target_finished(self.target, states.FAILED, error=str(exc))
-        return states.FAILED
+    def failed(self, context, target, exc):
+        return target.fail(exc)
 
 
 class DisableComputeService(HostTask):
@@ -189,17 +178,15 @@ class DisableComputeService(HostTask):
 
     step = 'disable'
 
-    def run(self, context, cloud, row):
+    def run(self, context, cloud, target, record):
         host = self.details['host']
-        if row['state'] == states.PENDING:
+        if record.state == states.PENDING:
             service = cloud.get_compute_service(host)
-            context.target_started(self.target, before=_service(service))
-            row = context.target(self.target)
-        before = row['details'].get('before') or {}
+            target.begin(before=_service(service))
+            record = target.record()
+        before = record.before or {}
         if before.get('status') == 'disabled':
-            context.target_finished(self.target, states.DONE,
-                                    after=before)
-            return states.DONE
+            return target.done(after=before)
         context.fence()
         service = cloud.disable_compute_service(
             host, disable_reason(context.params, context.job_id))
@@ -207,17 +194,15 @@ class DisableComputeService(HostTask):
             raise exceptions.CloudRequestError(
                 f'the compute service of {host} is still '
                 f'{service.get("status")} after disabling it')
-        context.target_finished(self.target, states.DONE,
-                                after=_service(service))
-        return states.DONE
+        return target.done(after=_service(service))
 
-    def failed(self, context, exc):
+    def failed(self, context, target, exc):
         reason = f'the compute service could not be disabled: {exc}'
-        context.target_finished(self.target, states.FAILED, error=str(exc))
+        target.fail(exc)
         for other in context.records.get_targets(
                 context.job_id, states=[states.PENDING]):
-            context.target_finished(other['target'], states.SKIPPED,
-                                    error=f'not started: {reason}')
+            TargetRun(context, other['target'], paced=False).skip(
+                f'not started: {reason}')
         raise exceptions.CloudRequestError(
             f'{reason}; no amphora was failed over')
 
@@ -227,13 +212,13 @@ def _service(service):
             'disabled_reason': service.get('disabled_reason')}
 
 
-class StartEvacuation(amphorae_mod.StartAmphoraFailover):
+class StartEvacuation(amphora.StartAmphoraFailover):
     """Re-check the amphora and its load balancer, and that its VM is
     still on the host."""
 
     @staticmethod
     def read(cloud, details):
-        data = amphorae_mod.StartAmphoraFailover.read(cloud, details)
+        data = amphora.StartAmphoraFailover.read(cloud, details)
         try:
             server = cloud.get_server(details['compute_id'])
         except exceptions.CloudNotFound:
@@ -241,8 +226,8 @@ class StartEvacuation(amphorae_mod.StartAmphoraFailover):
         return data, server
 
     def judge(self, context, data):
-        amphora, server = data
-        reason, before = super().judge(context, amphora)
+        amphora_data, server = data
+        reason, before = super().judge(context, amphora_data)
         if reason:
             return reason, before
         host = self.details['host']
@@ -259,29 +244,26 @@ class VerifyHostEmpty(HostTask):
 
     step = 'verify'
 
-    def run(self, context, cloud, row):
+    def run(self, context, cloud, target, record):
         host = self.details['host']
-        if row['state'] == states.PENDING:
-            context.target_started(self.target)
-        servers = cloud.list_servers_on_host(host)
+        if record.state == states.PENDING:
+            target.begin()
+        servers = cloud.list_servers_hosts.on_host(host)
         amphorae = cloud.list_amphorae()
-        pairs = on_host(servers, amphorae)
-        lbs, _ = amphorae_mod.gather(cloud, [a for a, _ in pairs])
+        pairs = hosts.on_host(servers, amphorae)
+        lbs, _ = amphora.gather(cloud, [a for a, _ in pairs])
         active, other = left_on_host(servers, amphorae, lbs)
         after = {'servers_on_host': len(servers), 'amphorae_left': active,
                  'left_not_active': other}
         if active:
-            context.target_finished(
-                self.target, states.FAILED, after=after,
-                error=f'{len(active)} amphora(e) of ACTIVE load balancers '
-                f'still on {host}: {", ".join(active)}')
-            return states.FAILED
-        context.target_finished(self.target, states.DONE, after=after)
-        return states.DONE
+            return target.fail(
+                f'{len(active)} amphora(e) of ACTIVE load balancers still '
+                f'on {host}: {", ".join(active)}', after=after)
+        return target.done(after=after)
 
 
 def _host_flow(target, task):
-    return linear_flow.Flow(f'{NAME}:{target}', retry=common.Again(
+    return linear_flow.Flow(f'{NAME}:{target}', retry=retry.Again(
         f'{NAME}:{target}:retry')).add(task)
 
 
@@ -298,7 +280,7 @@ def evacuate_host_flow(params, targets):
         flow.add(_host_flow(item['target'], DisableComputeService(
             NAME, item['target'], item['details'])))
     if amps:
-        flow.add(amphorae_mod.amphora_flow(NAME, params, amps,
+        flow.add(amphora.amphora_flow(NAME, params, amps,
                                            StartEvacuation))
     for item in verify:
         flow.add(_host_flow(item['target'], VerifyHostEmpty(
@@ -306,21 +288,23 @@ def evacuate_host_flow(params, targets):
     return flow
 
 
-WORKFLOW = base.Workflow(
+WORKFLOW = workflow.Workflow(
     name=NAME,
     description='Disable scheduling on a compute host, fail over every '
     'amphora on it, verify none is left.',
     params=(
-        base.Param('host', 'str', 'the compute host to empty',
-                   required=True),
-        base.Param('disable_compute_service', 'bool', 'disable the '
-                   'nova-compute service of the host first', default=True),
-        base.Param('reason', 'str', 'disabled_reason recorded in Nova '
-                   '(default: "evacuated by octavia-workflows job ID")'),
-    ) + common.COMMON_PARAMS,
+        workflow.Param('host', 'str', 'the compute host to empty',
+                       required=True),
+        workflow.Param('disable_compute_service', 'bool', 'disable the '
+                       'nova-compute service of the host first', default=True),
+        workflow.Param('reason', 'str', 'disabled_reason recorded in Nova '
+                       '(default: "evacuated by octavia-workflows job ID")'),
+    ) + shared.COMMON_PARAMS,
     factory='octavia_workflows.flows.evacuate_host:evacuate_host_flow',
     plan=plan,
     engine='parallel',
     check=_check,
     preflight=preflight,
+    lanes=shared.lanes,
+    run_state=runstate.for_job,
 )

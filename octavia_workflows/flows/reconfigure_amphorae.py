@@ -41,9 +41,16 @@ and what was not (that the agent applied the configuration).
 
 import time
 
-from octavia_workflows import exceptions, states
-from octavia_workflows.flows import base, common, inventory, pacing, shape
-from octavia_workflows.flows import failover_amphorae as amphorae_mod
+from octavia_workflows import exceptions, workflow
+from octavia_workflows.machinery import (
+    amphora,
+    inventory,
+    retry,
+    runstate,
+    shape,
+    steps,
+)
+from octavia_workflows.machinery import params as shared
 
 NAME = 'reconfigure-amphorae'
 ACTION = 'amphora-configure'
@@ -91,7 +98,7 @@ def select(inv, zone=None):
     load-balancer creation order, MASTER before BACKUP."""
     targets, skipped = [], []
     for lb_id in inv.missing:
-        skipped.append(base.Target(lb_id, ACTION, {'lb': lb_id},
+        skipped.append(workflow.Target(lb_id, ACTION, {'lb': lb_id},
                                    'load balancer not found'))
     order = sorted(inv.lbs, key=lambda lb: (lb.get('created_at') or '',
                                             lb['id']))
@@ -101,22 +108,22 @@ def select(inv, zone=None):
             continue
         provider = lb.get('provider')
         if provider and provider not in inventory.AMPHORA_PROVIDERS:
-            skipped.append(base.Target(lb['id'], ACTION, {'lb': lb['id']},
+            skipped.append(workflow.Target(lb['id'], ACTION, {'lb': lb['id']},
                                        f'provider {provider} has no '
                                        f'amphorae'))
             continue
         live = inventory.live(amps)
         if not live:
-            skipped.append(base.Target(lb['id'], ACTION, {'lb': lb['id']},
+            skipped.append(workflow.Target(lb['id'], ACTION, {'lb': lb['id']},
                                        'load balancer has no amphorae'))
             continue
         for amp in live:
-            details = amphorae_mod.amphora_details(amp, lb, amps)
+            details = amphora.amphora_details(amp, lb, amps)
             details['lb_network_ip'] = amp.get('lb_network_ip')
             details['compute_id'] = amp.get('compute_id')
             details.pop('outage', None)
             reason = amphora_skip_reason(amp, lb)
-            item = base.Target(amp['id'], ACTION, details, reason)
+            item = workflow.Target(amp['id'], ACTION, details, reason)
             (skipped if reason else targets).append(item)
     return targets, skipped
 
@@ -151,14 +158,14 @@ def plan(context, params):
     inv = inventory.load(context.cloud(), params.get('loadbalancers'),
                          params.get('project'))
     targets, skipped = select(inv, params.get('availability_zone'))
-    return base.Plan(targets=targets, skipped=skipped,
+    return workflow.Plan(targets=targets, skipped=skipped,
                      notes=plan_notes(params, targets))
 
 
 # -- tasks -----------------------------------------------------------------
 
 
-class StartConfigure(common.StartTarget):
+class StartConfigure(steps.StartTarget):
     """Pacing slot; re-check the amphora and its load balancer."""
 
     def recheck(self, context, cloud):
@@ -182,7 +189,7 @@ class StartConfigure(common.StartTarget):
                       'lb_network_ip': amp.get('lb_network_ip')}
 
 
-class ConfigureAmphora(common.TargetTask):
+class ConfigureAmphora(steps.TargetTask):
     """Fence, count the request, send it; bounded retries on transient
     errors.  Every request sent (or possibly sent) is counted before it
     goes out, so a request re-sent after a crash shows in the report.
@@ -191,45 +198,48 @@ class ConfigureAmphora(common.TargetTask):
     step = 'act'
 
     def execute(self, context):
-        row = self.row(context)
-        if row is None or row['details'].get('accepted_at'):
+        target = self.lifecycle(context)
+        record = target.running()
+        if record is None or record.details.get('accepted_at'):
             return None
-        details = row['details']
+        details = record.details
         calls = int(details.get('calls') or 0)
         errors = int(details.get('transient_errors') or 0)
         cloud = context.cloud()
         if calls:
             # The earlier request may or may not have reached Octavia:
             # send it again (harmless) and count it as one more attempt.
-            context.target_attempt(self.target, calls=calls + 1,
-                                   resent=True)
+            target.note(add_attempt=True, calls=calls + 1, resent=True)
         else:
-            context.target_details(self.target, calls=1)
+            target.note(calls=1)
         context.fence()
         try:
             cloud.configure_amphora(self.details['amphora'])
         except exceptions.CloudNotFound:
-            context.target_finished(
-                self.target, states.SKIPPED,
-                error='amphora no longer exists (replaced before it was '
-                'configured; its replacement boots with the current '
-                'configuration)')
-            pacing.run_state(context).pacer.release(self.target)
+            target.skip('amphora no longer exists (replaced before it was '
+                        'configured; its replacement boots with the '
+                        'current configuration)')
             return None
         except exceptions.CloudError as exc:
             limit = int(context.params.get('retries') or 0)
-            if exc.transient and errors < limit:
-                context.target_details(self.target,
-                                       transient_errors=errors + 1,
-                                       last_error=str(exc))
-                common.backoff(context, min(MAX_RETRY_PAUSE, 2.0 ** errors))
-                raise common.NotYet(str(exc)) from exc
-            tries = f' (after {errors + 1} tries)' if exc.transient else ''
-            common.finish(context, self.target, states.FAILED,
-                          error=f'{exc}{tries}',
-                          after=outcome(calls + 1, None, None, False))
+
+            def fail(exc):
+                tries = f' (after {errors + 1} tries)' if exc.transient \
+                    else ''
+                return target.fail(f'{exc}{tries}',
+                                   after=outcome(calls + 1, None, None,
+                                                 False))
+
+            if exc.transient and errors >= limit:
+                fail(exc)
+                return None
+            if exc.transient:
+                target.note(transient_errors=errors + 1,
+                            last_error=str(exc))
+            retry.retry_later_or(context, exc, fail,
+                                 pause=min(MAX_RETRY_PAUSE, 2.0 ** errors))
             return None
-        context.target_details(self.target, accepted_at=time.time())
+        target.note(accepted_at=time.time())
         return None
 
 
@@ -254,7 +264,7 @@ def outcome(calls, amp, lb, accepted=True):
     return after
 
 
-class VerifyConfigured(common.TargetTask):
+class VerifyConfigured(steps.TargetTask):
     """Look once at the amphora and its load balancer after the 202 and
     record what was confirmed; an amphora or load balancer in ERROR
     after the request FAILS the target."""
@@ -262,11 +272,12 @@ class VerifyConfigured(common.TargetTask):
     step = 'verify'
 
     def execute(self, context):
-        row = self.row(context)
-        if row is None:
+        target = self.lifecycle(context)
+        record = target.running()
+        if record is None:
             return None
-        if not row['details'].get('accepted_at'):
-            raise common.NotYet('the request was not accepted yet')
+        if not record.details.get('accepted_at'):
+            raise retry.NotYet('the request was not accepted yet')
         cloud = context.cloud()
         try:
             try:
@@ -278,22 +289,16 @@ class VerifyConfigured(common.TargetTask):
             except exceptions.CloudNotFound:
                 lb = None
         except exceptions.CloudError as exc:
-            if exc.transient:
-                common.backoff(context)
-                raise common.NotYet(str(exc)) from exc
-            amp = lb = None
-        after = outcome(int(row['details'].get('calls') or 1), amp, lb)
+            amp = lb = retry.retry_later_or(context, exc, lambda e: None)
+        after = outcome(int(record.details.get('calls') or 1), amp, lb)
         broken = [what for what, obj, key in (
             ('amphora', amp, 'status'),
             ('load balancer', lb, 'provisioning_status'))
             if obj is not None and obj.get(key) == inventory.ERROR]
         if broken:
-            common.finish(context, self.target, states.FAILED,
-                          error=f'{" and ".join(broken)} in ERROR after the '
-                          f'configure request', after=after)
-            return states.FAILED
-        common.finish(context, self.target, states.DONE, after=after)
-        return states.DONE
+            return target.fail(f'{" and ".join(broken)} in ERROR after the '
+                               f'configure request', after=after)
+        return target.done(after=after)
 
 
 def reconfigure_amphorae_flow(params, targets):
@@ -310,23 +315,25 @@ def reconfigure_amphorae_flow(params, targets):
     return shape.build(NAME, params, targets, make)
 
 
-WORKFLOW = base.Workflow(
+WORKFLOW = workflow.Workflow(
     name=NAME,
     description='Push the current agent configuration (new health-manager '
     'addresses) to every amphora during an adoption; needs '
     'health_managers_stopped=true.',
     params=(
-        base.Param('health_managers_stopped', 'bool',
-                   'confirm that every health manager is stopped '
-                   '(required to submit; see the dry run)', default=False),
-        base.Param('retries', 'int', 'tries again after a transient error '
-                   '(5xx, timeout) before an amphora is FAILED', default=3,
-                   min=0, max=20),
-    ) + common.FILTER_PARAMS + tuple(
-        p for p in common.COMMON_PARAMS if p.name != 'target_timeout'),
+        workflow.Param('health_managers_stopped', 'bool',
+                       'confirm that every health manager is stopped '
+                       '(required to submit; see the dry run)', default=False),
+        workflow.Param('retries', 'int', 'tries again after a transient error '
+                       '(5xx, timeout) before an amphora is FAILED', default=3,
+                       min=0, max=20),
+    ) + shared.FILTER_PARAMS + tuple(
+        p for p in shared.COMMON_PARAMS if p.name != 'target_timeout'),
     factory='octavia_workflows.flows.reconfigure_amphorae:'
     'reconfigure_amphorae_flow',
     plan=plan,
     engine='parallel',
     preflight=preflight,
+    lanes=shared.lanes,
+    run_state=runstate.for_job,
 )

@@ -11,9 +11,9 @@ amphorae one after the other.
 
 import datetime
 
-from octavia_workflows import exceptions
-from octavia_workflows.flows import base, common, inventory, shape
-from octavia_workflows.flows import failover_amphorae as amphorae_mod
+from octavia_workflows import exceptions, workflow
+from octavia_workflows.machinery import amphora, inventory, runstate, shape
+from octavia_workflows.machinery import params as shared
 
 NAME = 'rotate-certificates'
 
@@ -59,22 +59,22 @@ def plan(context, params):
     lbs = {lb['id']: lb for lb in inv.lbs}
     amps = [a for lb_id in lbs for a in inventory.live(
         inv.amphorae_of(lb_id))]
-    targets, skipped = amphorae_mod.select(
+    targets, skipped = amphora.select(
         amps, lbs, inv.amphorae, zone=params.get('availability_zone'),
         wanted=lambda amp: expiry_reason(amp, expires_before))
     for lb_id in inv.missing:
-        skipped.append(base.Target(lb_id, amphorae_mod.ACTION,
+        skipped.append(workflow.Target(lb_id, amphora.ACTION,
                                    {'lb': lb_id}, 'load balancer not found'))
     for target in targets + skipped:
         if expires_before:
             target.details['expires_before'] = expires_before
-    notes = amphorae_mod.plan_notes(targets)
+    notes = amphora.plan_notes(targets)
     if expires_before:
         notes.append(f'certificates expiring before {expires_before}')
-    return base.Plan(targets=targets, skipped=skipped, notes=notes)
+    return workflow.Plan(targets=targets, skipped=skipped, notes=notes)
 
 
-class StartCertificateRotation(amphorae_mod.StartAmphoraFailover):
+class StartCertificateRotation(amphora.StartAmphoraFailover):
     """Re-check the amphora; skip it if its certificate was renewed."""
 
     def wanted(self, amp):
@@ -84,27 +84,27 @@ class StartCertificateRotation(amphorae_mod.StartAmphoraFailover):
 def rotate_certificates_flow(params, targets):
     """Factory of earlier releases: lanes of start / failover / wait
     atoms per amphora."""
-    return amphorae_mod.amphora_flow(NAME, params, targets,
+    return amphora.amphora_flow(NAME, params, targets,
                                      StartCertificateRotation)
 
 
 def rotate_certificates_flow_v2(params, targets):
     """Factory: lanes of one start-failover-wait atom per amphora."""
-    return amphorae_mod.amphora_flow(
+    return amphora.amphora_flow(
         NAME, params, targets, StartCertificateRotation,
         target_flow=shape.compact_target_flow)
 
 
-WORKFLOW = base.Workflow(
+WORKFLOW = workflow.Workflow(
     name=NAME,
     description='Fail over amphorae whose certificate expires within N '
     'days, or all of them after a CA change.',
     params=(
-        base.Param('within_days', 'float', 'rotate certificates expiring '
-                   'within this many days', min=0),
-        base.Param('all', 'bool', 'rotate every amphora (after a CA '
-                   'change)', default=False),
-    ) + common.FILTER_PARAMS + common.COMMON_PARAMS,
+        workflow.Param('within_days', 'float', 'rotate certificates expiring '
+                       'within this many days', min=0),
+        workflow.Param('all', 'bool', 'rotate every amphora (after a CA '
+                       'change)', default=False),
+    ) + shared.FILTER_PARAMS + shared.COMMON_PARAMS,
     factory='octavia_workflows.flows.rotate_certificates:'
     'rotate_certificates_flow_v2',
     earlier_factories=('octavia_workflows.flows.rotate_certificates:'
@@ -112,4 +112,6 @@ WORKFLOW = base.Workflow(
     plan=plan,
     engine='parallel',
     check=_check,
+    lanes=shared.lanes,
+    run_state=runstate.for_job,
 )

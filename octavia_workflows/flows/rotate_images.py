@@ -22,8 +22,9 @@ load balancers have a short outage during their failover.
 
 import datetime
 
-from octavia_workflows import exceptions, states
-from octavia_workflows.flows import base, common, inventory, shape
+from octavia_workflows import exceptions, states, workflow
+from octavia_workflows.machinery import inventory, runstate, shape, steps
+from octavia_workflows.machinery import params as shared
 
 NAME = 'rotate-images'
 ACTION = 'lb-failover'
@@ -31,7 +32,7 @@ CRITERIA = ('image_id', 'image_tag', 'older_than_days')
 
 
 def _check(params):
-    common.exactly_one(params, CRITERIA, NAME)
+    shared.exactly_one(params, CRITERIA, NAME)
 
 
 def stale_reason(amphorae, want_image=None, created_before=None):
@@ -78,7 +79,7 @@ def select(inv, want_image=None, created_before=None, zone=None):
     """Split an inventory into (targets, skipped) :class:`base.Target`s."""
     targets, skipped = [], []
     for lb_id in inv.missing:
-        skipped.append(base.Target(lb_id, ACTION, {'lb': lb_id},
+        skipped.append(workflow.Target(lb_id, ACTION, {'lb': lb_id},
                                    'load balancer not found'))
     order = sorted(inv.lbs, key=lambda lb: (lb.get('created_at') or '',
                                             lb['id']))
@@ -94,9 +95,9 @@ def select(inv, want_image=None, created_before=None, zone=None):
         reason = (inventory.lb_skip_reason(lb, amps)
                   or stale_reason(amps, want_image, created_before))
         if reason:
-            skipped.append(base.Target(lb['id'], ACTION, details, reason))
+            skipped.append(workflow.Target(lb['id'], ACTION, details, reason))
         else:
-            targets.append(base.Target(lb['id'], ACTION, details))
+            targets.append(workflow.Target(lb['id'], ACTION, details))
     return targets, skipped
 
 
@@ -123,13 +124,13 @@ def plan(context, params):
     if single:
         notes.append(f'{single} standalone (SINGLE) load balancer(s) have '
                      f'a short outage during their failover')
-    return base.Plan(targets=targets, skipped=skipped, notes=notes)
+    return workflow.Plan(targets=targets, skipped=skipped, notes=notes)
 
 
 # -- tasks -----------------------------------------------------------------
 
 
-class StartRotation(common.StartTarget):
+class StartRotation(steps.StartTarget):
     """Re-check that the load balancer is ACTIVE and still stale; record
     its amphora and image ids."""
 
@@ -150,10 +151,10 @@ class StartRotation(common.StartTarget):
         return reason, inventory.snapshot(amps)
 
 
-class FailoverLoadBalancer(common.ActOnTarget):
+class FailoverLoadBalancer(steps.ActOnTarget):
     """Fence, then fail over the load balancer (once)."""
 
-    def already_done(self, context, cloud, row):
+    def already_done(self, context, cloud, record):
         lb_id = self.details['lb']
         lb = cloud.get_load_balancer(lb_id)
         status = lb.get('provisioning_status')
@@ -161,25 +162,24 @@ class FailoverLoadBalancer(common.ActOnTarget):
             # PENDING_UPDATE: our call is under way; ERROR: it ran and
             # failed (the target was ACTIVE when it started).
             return True
-        before = set((row['details'].get('before') or {}).get('amphorae')
-                     or [])
+        before = set((record.before or {}).get('amphorae') or [])
         now = {a['id'] for a in inventory.live(
             cloud.list_amphorae(loadbalancer_id=lb_id))}
         return now != before
 
-    def call(self, cloud, row):
+    def call(self, cloud, record):
         cloud.failover_load_balancer(self.details['lb'])
 
 
-class WaitForLoadBalancer(common.WaitForTarget):
+class WaitForLoadBalancer(steps.WaitForTarget):
     """Short check for ACTIVE; verify the amphorae were replaced."""
 
-    def verify(self, context, cloud, row, lb):
-        return verify_replaced(cloud, row, lb,
+    def verify(self, context, cloud, record, lb):
+        return verify_replaced(cloud, record, lb,
                                self.details.get('want_image'))
 
 
-def verify_replaced(cloud, row, lb, want_image=None):
+def verify_replaced(cloud, record, lb, want_image=None):
     """``(state, error, after)`` for a load balancer that settled after a
     load-balancer failover."""
     status = lb.get('provisioning_status')
@@ -190,7 +190,7 @@ def verify_replaced(cloud, row, lb, want_image=None):
     if status != inventory.ACTIVE:
         return (states.FAILED,
                 f'the load balancer is {status} after its failover', after)
-    return judge(row['details'].get('before') or {}, after, want_image)
+    return judge(record.before or {}, after, want_image)
 
 
 def judge(before, after, want_image=None):
@@ -236,23 +236,25 @@ def rotate_images_flow_v2(params, targets):
     return _flow(params, targets, shape.compact_target_flow)
 
 
-WORKFLOW = base.Workflow(
+WORKFLOW = workflow.Workflow(
     name=NAME,
     description='Fail over load balancers whose amphorae are not on the '
     'current image (paced, circuit-broken, exactly once).',
     params=(
-        base.Param('image_id', 'str', 'the current amphora image id'),
-        base.Param('image_tag', 'str',
-                   'tag of the current amphora image in the image service'),
-        base.Param('older_than_days', 'float',
-                   'rotate amphorae created more than N days ago', min=0),
-        base.Param('flavor', 'str', 'only load balancers of this Octavia '
-                   'flavor (id or name)'),
-    ) + common.FILTER_PARAMS + common.COMMON_PARAMS,
+        workflow.Param('image_id', 'str', 'the current amphora image id'),
+        workflow.Param('image_tag', 'str', 'tag of the current amphora '
+                       'image in the image service'),
+        workflow.Param('older_than_days', 'float', 'rotate amphorae '
+                       'created more than N days ago', min=0),
+        workflow.Param('flavor', 'str', 'only load balancers of this '
+                       'Octavia flavor (id or name)'),
+    ) + shared.FILTER_PARAMS + shared.COMMON_PARAMS,
     factory='octavia_workflows.flows.rotate_images:rotate_images_flow_v2',
     earlier_factories=(
         'octavia_workflows.flows.rotate_images:rotate_images_flow',),
     plan=plan,
     engine='parallel',
     check=_check,
+    lanes=shared.lanes,
+    run_state=runstate.for_job,
 )

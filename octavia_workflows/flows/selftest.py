@@ -19,8 +19,9 @@ import time
 from taskflow import task
 from taskflow.patterns import linear_flow
 
-from octavia_workflows import exceptions
-from octavia_workflows.flows import base, gates
+from octavia_workflows import exceptions, workflow
+from octavia_workflows.machinery import gates
+from octavia_workflows.machinery.target import TargetRun
 
 
 def _check(params):
@@ -42,8 +43,8 @@ def _check(params):
 
 def plan(context, params):
     """Targets ``step-1`` .. ``step-N``; nothing is skipped."""
-    return base.Plan(
-        targets=[base.Target(f'step-{n}', 'step', {'step': n})
+    return workflow.Plan(
+        targets=[workflow.Target(f'step-{n}', 'step', {'step': n})
                  for n in range(1, params['steps'] + 1)],
         notes=['touches no cloud resource'])
 
@@ -57,8 +58,8 @@ class RunStep(task.Task):
         self.number = number
 
     def execute(self, context):
-        target = f'step-{self.number}'
-        context.target_started(target)
+        target = TargetRun(context, f'step-{self.number}', paced=False)
+        target.begin()
         deadline = time.monotonic() + float(context.params['step_seconds'])
         while time.monotonic() < deadline:
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
@@ -69,7 +70,7 @@ class RunStep(task.Task):
                 handle.write(f'{context.job_id} {self.number}\n')
                 handle.flush()
                 os.fsync(handle.fileno())
-        context.target_finished(target, 'DONE')
+        target.done()
         return self.number
 
     def revert(self, result, *args, **kwargs):
@@ -91,21 +92,21 @@ def selftest_flow(params, targets):
     return flow
 
 
-WORKFLOW = base.Workflow(
+WORKFLOW = workflow.Workflow(
     name='selftest',
     description='Validate the installation: jobboard, persistence, '
     'conductor and resume, without touching the cloud.',
     params=(
-        base.Param('steps', 'int', 'number of steps', default=5, min=1,
-                   max=10000),
-        base.Param('step_seconds', 'float', 'seconds each step takes',
-                   default=1.0, min=0, max=3600),
-        base.Param('record_to', 'path',
-                   'file to append "<job id> <step>" to for each executed '
-                   'step (optional)'),
-        base.Param('gate_after', 'int',
-                   'stop at an approval gate after this step (optional)',
-                   min=1, max=10000),
+        workflow.Param('steps', 'int', 'number of steps', default=5, min=1,
+                       max=10000),
+        workflow.Param('step_seconds', 'float', 'seconds each step takes',
+                       default=1.0, min=0, max=3600),
+        workflow.Param('record_to', 'path',
+                       'file to append "<job id> <step>" to for each executed '
+                       'step (optional)'),
+        workflow.Param('gate_after', 'int',
+                       'stop at an approval gate after this step (optional)',
+                       min=1, max=10000),
     ),
     factory='octavia_workflows.flows.selftest:selftest_flow',
     plan=plan,

@@ -1,18 +1,18 @@
 """The shape of a failover job's flow.
 
-Each target is one subflow inside a retry controller (:class:`~.common.
+Each target is one subflow inside a retry controller (:class:`~.retry.
 Again`); the subflows are spread over lanes, at most ``concurrency`` of
 them, run side by side (targets of one load balancer share a lane, in
 plan order).  Two shapes of a target exist: :func:`compact_target_flow`
 (one atom, :class:`RunTarget`; the failover runbooks' current
 factories) and :func:`target_flow` (five atoms; earlier releases' jobs
-and the host runbooks).  See :mod:`.common` for the steps themselves.
+and the host runbooks).  See :mod:`.steps` for the steps themselves.
 """
 
 from taskflow import task
 from taskflow.patterns import linear_flow, unordered_flow
 
-from octavia_workflows.flows.common import Again
+from octavia_workflows.machinery.retry import Again
 
 
 class NothingToDo(task.Task):

@@ -1,4 +1,4 @@
-"""Pacing and the circuit breaker, shared by the failover runbooks.
+"""Pacing and the circuit breaker's rule, shared by the paced runbooks.
 
 Both are decided from the job's target records, so they hold across a
 resume on another conductor:
@@ -13,19 +13,19 @@ resume on another conductor:
 - :func:`breaker_should_trip` says when the failed targets reach the next
   multiple of ``max_failures``: the job pauses itself, and after the
   operator resumes it, it pauses again after ``max_failures`` more.
+
+One run's pacer, read-ahead and breaker live in its
+:class:`~.runstate.RunState` (``context.run``).
 """
 
 import threading
 import time
-import weakref
 
 from octavia_workflows import states
-from octavia_workflows.flows import readahead
+from octavia_workflows.machinery import target as target_mod
 
 #: Target details key holding the epoch time a target started.
-STARTED = 'started'
-#: Target details key marking the failed target that tripped the breaker.
-TRIPPED = 'breaker_tripped'
+STARTED = target_mod.PROGRESS['started']
 
 
 class Pacer:
@@ -188,42 +188,3 @@ def breaker_should_trip(failed, trips, max_failures):
     if not max_failures:
         return False
     return failed >= max_failures * (trips + 1)
-
-
-# -- one Pacer and one breaker lock per run ---------------------------------
-
-_registry = weakref.WeakKeyDictionary()
-_registry_lock = threading.Lock()
-
-
-class _RunState:
-    def __init__(self, pacer, ahead):
-        self.pacer = pacer
-        self.ahead = ahead
-        self.breaker_lock = threading.Lock()
-        # How long this run's failovers took until seen settled (the
-        # wait polls most often around then); only failovers requested
-        # by this run count (one requested before a conductor died
-        # "took" the time until the resume).
-        self.settling = Expected()
-        self.began = time.time()
-
-
-def run_state(context):
-    """The pacing state of the run that ``context`` belongs to (its
-    :class:`Pacer`, its :class:`~.readahead.ReadAhead`, the breaker
-    lock and how long its failovers took to settle), loaded from the
-    job's target records on first use."""
-    with _registry_lock:
-        state = _registry.get(context)
-        if state is None:
-            params = context.params
-            pacer = Pacer(params.get('concurrency') or 1,
-                          params.get('interval') or 0.0,
-                          params.get('max_per_az'))
-            rows = context.records.get_targets(context.job_id)
-            pacer.load(rows)
-            ahead = readahead.ReadAhead(rows, pacer.concurrency,
-                                        pacer.interval)
-            state = _registry[context] = _RunState(pacer, ahead)
-        return state

@@ -1,8 +1,13 @@
 """What a runbook declares, and the registry that finds them.
 
+The neutral ground between the engine (which runs jobs) and the
+runbooks (:mod:`octavia_workflows.flows`, which say what a job does):
+both import this module, neither imports the other.
+
 A runbook module (``flows/<name>.py``) defines a module-level
 :class:`Workflow` named ``WORKFLOW`` and registers it under the
-``octavia_workflows.workflows`` entry point.  The workflow says:
+``octavia_workflows.workflows`` entry point; :func:`get` loads it
+through stevedore, like every other plug point.  The workflow says:
 
 - its parameters (typed, with defaults), validated before anything is
   posted;
@@ -15,7 +20,12 @@ A runbook module (``flows/<name>.py``) defines a module-level
   and the old one moves to ``earlier_factories`` (oldest first): a job
   is always resumed by the factory that built it (recorded with its
   logbook; a job started before factories were recorded was built by
-  the oldest one).
+  the oldest one);
+- ``lanes(params)``: how many targets its flow may run side by side
+  (the engine sizes its thread pool from it);
+- ``run_state(context)``: the per-job run state its tasks share
+  (pacer, read-ahead, breaker), built once per run by the engine and
+  handed to the tasks as ``context.run``.
 
 Parsing errors raise :class:`~octavia_workflows.exceptions.
 InvalidParameter` with a one-line message.
@@ -24,6 +34,7 @@ InvalidParameter` with a one-line message.
 import dataclasses
 import difflib
 import typing
+import uuid
 
 from octavia_workflows import exceptions
 
@@ -38,7 +49,8 @@ class Param:
     """A workflow parameter.
 
     ``type`` is one of ``int``, ``float``, ``bool``, ``str``, ``list``
-    (comma-separated strings) or ``path`` (a file path string).
+    (comma-separated strings), ``uuids`` (comma-separated UUIDs, e.g.
+    load balancer or amphora ids) or ``path`` (a file path string).
     """
 
     name: str
@@ -73,12 +85,14 @@ class Param:
                     value = False
                 else:
                     raise ValueError
-            elif self.type == 'list':
+            elif self.type in ('list', 'uuids'):
                 if isinstance(raw, (list, tuple)):
                     value = [str(v) for v in raw]
                 else:
                     value = [v.strip() for v in str(raw).split(',')
                              if v.strip()]
+                if self.type == 'uuids':
+                    value = [_uuid(self.name, v) for v in value]
             else:
                 if not isinstance(raw, str):
                     raise ValueError
@@ -164,6 +178,11 @@ class Workflow:
     #: Factories of earlier releases, oldest first, kept for the jobs
     #: they built (see the module docstring).
     earlier_factories: tuple = ()
+    #: ``lanes(params)``: targets the flow may run side by side.
+    lanes: typing.Callable = lambda params: 1
+    #: ``run_state(context)``: per-job state shared by the tasks of one
+    #: run (``context.run``); None: the tasks share nothing.
+    run_state: typing.Callable | None = None
 
     @property
     def factories(self):
@@ -233,26 +252,35 @@ def parse_assignments(pairs):
     return result
 
 
+def _uuid(name, text):
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise exceptions.InvalidParameter(
+            f'parameter {name}: {text!r} is not a UUID') from None
+
+
 def names():
     """Installed workflow names, without importing them."""
-    from importlib import metadata
+    from stevedore import named
 
-    eps = metadata.entry_points(group=ENTRY_POINT)
-    return sorted({ep.name for ep in eps})
+    manager = named.NamedExtensionManager(
+        ENTRY_POINT, names=(), on_missing_entrypoints_callback=None)
+    return sorted(set(manager.entry_points_names()))
 
 
 def get(name):
-    """Load the workflow called ``name``.
+    """Load the workflow called ``name`` (through stevedore).
 
     :raises UnknownWorkflow: not installed (suggests the closest name).
     """
-    from importlib import metadata
+    from stevedore import driver
 
-    eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT)}
-    if name not in eps:
-        hint = difflib.get_close_matches(name, list(eps), n=1)
+    known = names()
+    if name not in known:
+        hint = difflib.get_close_matches(name, known, n=1)
         more = f'; did you mean {hint[0]}?' if hint else ''
         raise exceptions.UnknownWorkflow(
             f'unknown workflow {name!r}{more} (see "octavia-workflow '
             f'flows")')
-    return eps[name].load()
+    return driver.DriverManager(ENTRY_POINT, name).driver

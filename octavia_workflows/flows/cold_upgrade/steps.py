@@ -1,4 +1,5 @@
-"""The steps of ``cold-upgrade`` (see :mod:`.cold_upgrade`).
+"""The steps of ``cold-upgrade`` (see :mod:`octavia_workflows.flows.
+cold_upgrade`).
 
 Every step is a task in its own retry-controlled subflow and keeps its
 progress in its target's record, so that run again (resume, takeover,
@@ -22,39 +23,24 @@ approval) it knows what already happened:
   ``rotate`` talk to it.
 """
 
-import collections
 import logging
+import os
 import time
-import uuid
 
 from taskflow import task
 
 from octavia_workflows import exceptions, states
-from octavia_workflows.flows import cold_upgrade as cu
-from octavia_workflows.flows import commands, common, gates
+from octavia_workflows.cloud import upgrade
+from octavia_workflows.flows.cold_upgrade import procedure as cu
+from octavia_workflows.machinery import commands, retry
+from octavia_workflows.machinery.target import TargetRun
 
 LOG = logging.getLogger(__name__)
 
 #: Seconds between looks at the API in ``wait-api``.
 API_POLL = 1.0
-#: Ids of what the job creates (image, follow-up job) derive from the
-#: job id, so a repeated step finds what it made before.
-ID_NAMESPACE = uuid.UUID('6f3b1d2e-8c1a-4f0e-9a57-2b9f3c4d5e60')
-
-
-def derived_id(job_id, what):
-    return str(uuid.uuid5(ID_NAMESPACE, f'{job_id}:{what}'))
-
-
-def count_load_balancers(cloud):
-    """``(counts by provisioning status, ids of PENDING_* ones)``."""
-    lbs = cloud.list_load_balancers()
-    counts = collections.Counter(lb.get('provisioning_status') or 'UNKNOWN'
-                                 for lb in lbs)
-    pending = sorted(lb['id'] for lb in lbs
-                     if (lb.get('provisioning_status') or '').startswith(
-                         'PENDING_'))
-    return dict(counts), pending
+#: Seconds between looks at the API in ``wait-api``.
+API_POLL = 1.0
 
 
 class PreflightRefused(exceptions.OctaviaWorkflowsError):
@@ -80,40 +66,39 @@ class Step(task.Task):
         return None
 
     def execute(self, context):
-        row = context.target(self.target)
-        if row is None or row['state'] in (states.DONE, states.SKIPPED):
-            return row['state'] if row else None
-        if row['state'] == states.FAILED:
-            gates.require(
-                context, f'{self.target}:retry-{row["attempts"]}',
-                f'{self.target} failed: {row["error"]}. Fix the cause, '
+        target = TargetRun(context, self.target, paced=False)
+        record = target.record()
+        if record is None or record.state in (states.DONE, states.SKIPPED):
+            return record.state if record else None
+        if record.state == states.FAILED:
+            context.require_approval(
+                f'{self.target}:retry-{record.attempts}',
+                f'{self.target} failed: {record.error}. Fix the cause, '
                 f'then approve to run it again, or reject to end the job',
                 if_rejected=done_so_far(context))
-        elif row['state'] == states.RUNNING and \
-                row['details'].get('command_started') and \
-                not self.rerun_safe:
-            gates.require(
-                context, f'{self.target}:unknown-{row["attempts"]}',
+        elif record.running and record.details.get('command_started') \
+                and not self.rerun_safe:
+            context.require_approval(
+                f'{self.target}:unknown-{record.attempts}',
                 f'{self.target} was running on '
-                f'{row["details"].get("conductor")} when that conductor '
+                f'{record.details.get("conductor")} when that conductor '
                 f'stopped; its outcome is unknown. {self.check_hint()} '
                 f'Approve to run it again, or reject to end the job',
                 if_rejected=done_so_far(context))
-        return self.run(context, row)
+        return self.run(context, target, record)
 
     def check_hint(self):
         return 'Check whether it completed.'
 
-    def run(self, context, row):
+    def run(self, context, target, record):
         raise NotImplementedError
 
-    def failed(self, context, error, **details):
+    def failed(self, context, target, error, **details):
         """Mark the step FAILED and wait at the retry gate."""
-        context.target_finished(self.target, states.FAILED, error=error,
-                                **details)
-        row = context.target(self.target)
-        gates.require(
-            context, f'{self.target}:retry-{row["attempts"]}',
+        target.fail(error, **details)
+        record = target.record()
+        context.require_approval(
+            f'{self.target}:retry-{record.attempts}',
             f'{self.target} failed: {error}. Fix the cause, then approve '
             f'to run it again, or reject to end the job',
             if_rejected=done_so_far(context))
@@ -130,31 +115,28 @@ def done_so_far(context):
 class CommandStep(Step):
     """Run the step's configured command (see the module docstring)."""
 
-    def run(self, context, row):
+    def run(self, context, target, record):
         settings = cu.Settings(context.conf, context.params)
         try:
             command = cu.command_for(settings, self.action, self.details,
                                      context.job_id)
         except exceptions.ConfigError as exc:
-            self.failed(context, str(exc))
+            self.failed(context, target, str(exc))
             return None
         if command is None:
-            context.target_finished(
-                self.target, states.SKIPPED,
-                error=f'no command configured ([cold_upgrade] '
+            return target.skip(
+                f'no command configured ([cold_upgrade] '
                 f'{self.details["service"]}_{self.action}_command is '
                 f'empty)')
-            return states.SKIPPED
         extra = self.before(context, settings)
-        context.target_started(self.target, command=command.display,
-                               command_started=time.time(),
-                               conductor=context.owner, **extra)
+        target.begin(command=command.display, command_started=time.time(),
+                     conductor=context.owner, **extra)
         LOG.info('job %s %s: running %s', context.job_id, self.target,
                  command.display)
         try:
             result = commands.run(command, settings.timeout)
         except exceptions.ConfigError as exc:
-            self.failed(context, str(exc))
+            self.failed(context, target, str(exc))
             return None
         LOG.info('job %s %s: %s after %.1f s', context.job_id, self.target,
                  result.summary(), result.seconds)
@@ -165,11 +147,9 @@ class CommandStep(Step):
                 error = f'timed out after {settings.timeout} s'
             else:
                 error = result.summary()
-            self.failed(context, error, **details)
+            self.failed(context, target, error, **details)
             return None
-        context.target_finished(self.target, states.DONE,
-                                after=self.after(extra), **details)
-        return states.DONE
+        return target.done(after=self.after(extra), **details)
 
     def before(self, context, settings):
         return {}
@@ -208,102 +188,90 @@ class DbUpgradeStep(GuardedStep):
 class GateStep(Step):
     """``approve:upgrade-packages``: the operator upgrades the packages."""
 
-    def run(self, context, row):
-        if row['state'] == states.PENDING:
-            context.target_started(self.target)
-        gates.require(
-            context, f'{cu.NAME}:{self.target}', self.details.get(
+    def run(self, context, target, record):
+        if record.state == states.PENDING:
+            target.begin()
+        context.require_approval(
+            f'{cu.NAME}:{self.target}', self.details.get(
                 'message', cu.GATE_MESSAGE) + '; then approve to upgrade the'
             ' database and start the services', if_rejected=(
                 'The Octavia services stay stopped: start them by hand '
                 '(or submit cold-upgrade again)'))
-        context.target_finished(self.target, states.DONE)
-        return states.DONE
+        return target.done()
 
 
 class PreflightStep(Step):
-    def run(self, context, row):
+    def run(self, context, target, record):
         try:
-            counts, pending = count_load_balancers(context.cloud())
+            counts, pending = cu.count_load_balancers(context.cloud())
         except exceptions.CloudError as exc:
-            if exc.transient:
-                common.backoff(context)
-                raise common.NotYet(str(exc)) from exc
-            context.target_finished(self.target, states.FAILED,
-                                    error=str(exc))
+            retry.retry_later_or(context, exc, target.fail)
             raise PreflightRefused(f'pre-flight: {exc}') from exc
-        context.target_started(self.target, counts=counts)
+        target.begin(counts=counts)
         if pending and not context.params.get('allow_pending'):
             error = (f'{len(pending)} load balancer(s) are PENDING_* '
                      f'({", ".join(pending[:5])}'
                      f'{" ..." if len(pending) > 5 else ""}); nothing was '
                      f'stopped. Submit again once they are settled, or with'
                      f' allow_pending=true')
-            context.target_finished(self.target, states.FAILED, error=error,
-                                    pending=pending)
+            target.fail(error, pending=pending)
             raise PreflightRefused(f'pre-flight refused: {error}')
-        context.target_finished(self.target, states.DONE, after=counts)
-        return states.DONE
+        return target.done(after=counts)
 
 
 class WaitApiStep(Step):
     """Short checks until the load-balancer API answers."""
 
-    def run(self, context, row):
-        from octavia_workflows.cloud import upgrade
-
-        if row['state'] != states.RUNNING:
-            context.target_started(self.target, since=time.time())
-            row = context.target(self.target)
-        since = float(row['details'].get('since') or time.time())
+    def run(self, context, target, record):
+        if not record.running:
+            target.begin(since=time.time())
+            record = target.record()
+        since = float(record.details.get('since') or time.time())
         timeout = float(context.params.get('api_timeout') or 300)
-        window = time.monotonic() + common.CHECK_WINDOW
+        window = time.monotonic() + retry.CHECK_WINDOW
         while True:
             try:
                 if upgrade.api_answers(context.cloud()):
-                    context.target_finished(
-                        self.target, states.DONE,
+                    return target.done(
                         after={'seconds': round(time.time() - since, 1)})
-                    return states.DONE
             except exceptions.CloudError as exc:
-                self.failed(context, f'the API answers with an error: {exc}')
+                self.failed(context, target,
+                            f'the API answers with an error: {exc}')
                 return None
             if time.time() - since > timeout:
-                context.target_details(self.target, since=time.time())
-                self.failed(context, f'the API did not answer within '
-                            f'{timeout:g} s after the services started')
+                target.note(since=time.time())
+                self.failed(context, target, f'the API did not answer '
+                            f'within {timeout:g} s after the services '
+                            f'started')
                 return None
             if context.stopping or time.monotonic() > window:
-                common.backoff(context)
-                raise common.NotYet('the API does not answer yet')
+                retry.backoff(context)
+                raise retry.NotYet('the API does not answer yet')
             time.sleep(API_POLL)
 
 
 class ImageStep(Step):
     """Upload and tag the new amphora image (exactly once, by id)."""
 
-    def run(self, context, row):
-        from octavia_workflows.cloud import upgrade
-
+    def run(self, context, target, record):
         params = context.params
         cloud = context.cloud()
-        image_id = derived_id(context.job_id, 'image')
+        image_id = cu.derived_id(context.job_id, 'image')
         tag = params['image_tag']
         try:
-            if 'old_images' not in row['details']:
+            if 'old_images' not in record.details:
                 old = [i['id'] for i in cloud.find_images_by_tag(tag)
                        if i['id'] != image_id]
-                context.target_started(self.target, old_images=old,
-                                       image_id=image_id)
-                row = context.target(self.target)
-            elif row['state'] != states.RUNNING:
-                context.target_started(self.target)
-            old = row['details']['old_images']
+                target.begin(old_images=old, image_id=image_id)
+                record = target.record()
+            elif not record.running:
+                target.begin()
+            old = record.details['old_images']
             try:
                 image = upgrade.get_image(cloud, image_id)
             except exceptions.CloudNotFound:
                 context.fence()
-                name = params.get('image_name') or _basename(
+                name = params.get('image_name') or os.path.basename(
                     params['image_file'])
                 image = upgrade.create_image(cloud, image_id, name,
                                              params['disk_format'])
@@ -316,43 +284,46 @@ class ImageStep(Step):
                 for old_id in old:
                     upgrade.untag_image(cloud, old_id, tag)
         except exceptions.InvalidParameter as exc:
-            self.failed(context, str(exc))
+            self.failed(context, target, str(exc))
             return None
         except exceptions.CloudError as exc:
-            if exc.transient:
-                common.backoff(context)
-                raise common.NotYet(str(exc)) from exc
-            self.failed(context, str(exc))
+            retry.retry_later_or(
+                context, exc, lambda e: self.failed(context, target, str(e)))
             return None
-        context.target_finished(
-            self.target, states.DONE, before={'images': old},
+        return target.done(
             after={'image': image_id, 'tag': tag,
-                   'untagged': old if params.get('untag_old') else []})
-        return states.DONE
-
-
-def _basename(path):
-    import os
-
-    return os.path.basename(path)
+                   'untagged': old if params.get('untag_old') else []},
+            before={'images': old})
 
 
 class RotateStep(Step):
-    """Post one rotate-images job (its id derives from this job's)."""
+    """Post one rotate-images job (its id derives from this job's), as
+    a follow-up job through the run context."""
 
-    def run(self, context, row):
-        from octavia_workflows.flows import cold_upgrade_rotate
+    #: The workflow of the follow-up job (found through the registry).
+    FOLLOW_UP = 'rotate-images'
 
-        if row['state'] != states.RUNNING:
-            context.target_started(self.target)
+    def run(self, context, target, record):
+        if not record.running:
+            target.begin()
+        job_id = cu.derived_id(context.job_id, 'rotate')
         try:
-            job_id, note = cold_upgrade_rotate.post(context)
+            note = context.post_job(self.FOLLOW_UP, follow_up_params(
+                context.job_id, context.params), job_id)
         except exceptions.OctaviaWorkflowsError as exc:
-            self.failed(context, str(exc))
+            self.failed(context, target, str(exc))
             return None
-        context.target_finished(self.target, states.DONE,
-                                after={'job': job_id, 'note': note})
-        return states.DONE
+        return target.done(after={'job': job_id, 'note': note})
+
+
+def follow_up_params(job_id, params):
+    """The rotate-images job's parameters (validated when posted)."""
+    raw = {'concurrency': params.get('rotate_concurrency') or 1}
+    if params.get('image_file'):
+        raw['image_id'] = cu.derived_id(job_id, 'image')
+    else:
+        raw['image_tag'] = params['image_tag']
+    return raw
 
 
 TASKS = {

@@ -1,0 +1,71 @@
+"""The state one run of a paced job shares between its tasks.
+
+Built once per run by the engine from the workflow's ``run_state``
+declaration (:func:`for_job`) and handed to every task as
+``context.run``: the :class:`~.pacing.Pacer`, the
+:class:`~.readahead.ReadAhead`, the circuit breaker and how long this
+run's failovers took to settle.  Loaded from the job's target records,
+so it holds across a resume on another conductor; kept in memory for
+the run, because every target of a job runs inside one process.
+
+The breaker (:meth:`RunState.breaker`) pauses the job when the failed
+targets reach the next multiple of ``max_failures``
+(:func:`~.pacing.breaker_should_trip`); the failed target that tripped
+it is marked in its record, so after a resume it trips again only after
+``max_failures`` more.
+"""
+
+import threading
+import time
+
+from octavia_workflows import states
+from octavia_workflows.machinery import pacing, readahead, target
+
+
+class RunState:
+    """Per-run state of a paced job (see the module docstring)."""
+
+    def __init__(self, pacer, ahead, began=None):
+        self.pacer = pacer
+        self.ahead = ahead
+        self.breaker_lock = threading.Lock()
+        # How long this run's failovers took until seen settled (the
+        # wait polls most often around then); only failovers requested
+        # by this run count (one requested before a conductor died
+        # "took" the time until the resume).
+        self.settling = pacing.Expected()
+        self.began = time.time() if began is None else began
+
+    def breaker(self, context, failed_target):
+        """Consult the breaker after ``failed_target`` failed; pause the
+        job if it trips."""
+        limit = context.params.get('max_failures')
+        if not limit:
+            return
+        with self.breaker_lock:
+            failed = [target.TargetRecord.from_row(r) for r in
+                      context.records.get_targets(context.job_id,
+                                                  states=[states.FAILED])]
+            trips = sum(1 for r in failed if r.breaker_tripped)
+            if not pacing.breaker_should_trip(len(failed), trips, limit):
+                return
+            context.write_target(failed_target, details=target.progress(
+                breaker_tripped=True))
+        context.request_pause(
+            f'circuit breaker: {len(failed)} target(s) failed '
+            f'(max_failures={limit}); see "octavia-workflow report '
+            f'{context.job_id}", then resume or cancel', kind='breaker')
+
+
+def for_job(context):
+    """The :class:`RunState` of the run ``context`` belongs to, loaded
+    from the job's target records (the ``run_state`` of every paced
+    runbook)."""
+    params = context.params
+    pacer = pacing.Pacer(params.get('concurrency') or 1,
+                         params.get('interval') or 0.0,
+                         params.get('max_per_az'))
+    rows = context.records.get_targets(context.job_id)
+    pacer.load(rows)
+    ahead = readahead.ReadAhead(rows, pacer.concurrency, pacer.interval)
+    return RunState(pacer, ahead)

@@ -1,0 +1,282 @@
+"""The steps of a paced target, shared by the runbooks that change the cloud.
+
+Every target (a load balancer, an amphora, a server) gets the same three
+steps, each a small task whose atom name is ``<workflow>:<target>:<step>``:
+
+``start`` (:class:`StartTarget`)
+    Waits for a pacing slot in short checks, re-checks the target
+    against the cloud (a target that is no longer eligible, e.g. not
+    ACTIVE, is SKIPPED with the reason), records the "before" snapshot
+    and marks the target RUNNING.  With the one-atom graph
+    (:func:`.shape.compact_target_flow`) the re-check may use reads made
+    ahead while earlier targets were in flight (:mod:`.readahead`).
+``act`` (:class:`ActOnTarget`)
+    Records its intent, confirms the claim (fencing) and makes the one
+    cloud-changing call; re-executed after a crash, it first looks
+    whether its own earlier call already happened and then only waits.
+``wait`` (:class:`WaitForTarget`)
+    A short check: it raises :class:`~.retry.NotYet` while Octavia is
+    still working, and the retry controller runs the steps again
+    (``act`` is then a no-op that reads one record).
+
+Each step decides from the target's record what is left to do, and
+changes the target only through its :class:`~.target.TargetRun`.  A
+failure of one target is recorded on that target (FAILED with the
+error) and never fails the job; the circuit breaker pauses the job after
+``max_failures`` of them.  A transient cloud error is retried later
+(:func:`~.retry.retry_later_or`).
+"""
+
+import logging
+import time
+
+from taskflow import task
+
+from octavia_workflows import exceptions, states
+from octavia_workflows.machinery import retry
+from octavia_workflows.machinery.retry import NotYet
+from octavia_workflows.machinery.target import TargetRun
+
+LOG = logging.getLogger(__name__)
+
+
+class TargetTask(task.Task):
+    """A step of one target; ``details`` are the target's plan details."""
+
+    step = None
+    #: Whether the target holds a pacing slot and counts for the breaker.
+    paced = True
+
+    def __init__(self, workflow, target, details):
+        super().__init__(name=f'{workflow}:{target}:{self.step}',
+                         requires=['context'])
+        self.target = target
+        self.details = details
+
+    def revert(self, *args, **kwargs):
+        # Nothing to undo: a failover cannot be taken back, and each
+        # step re-checks the cloud when it runs again.
+        return None
+
+    def lifecycle(self, context):
+        """This target's :class:`~.target.TargetRun` in this run."""
+        return TargetRun(context, self.target, az=self.details.get('az'),
+                         paced=self.paced)
+
+
+class StartTarget(TargetTask):
+    """Gate: pacing slot, re-check, "before" snapshot, RUNNING.
+
+    Subclasses either implement :attr:`read` (a static method making
+    the cloud reads) and :meth:`judge` (deciding from them), and then
+    get read-ahead (:mod:`.readahead`), or override :meth:`recheck`
+    with :attr:`read` left None (no read-ahead).  A subclass of a
+    read/judge class extends both, never ``recheck`` alone, or a read
+    made ahead would bypass its extra checks.
+    """
+
+    step = 'start'
+
+    #: ``read(cloud, details)``: the reads :meth:`judge` needs, for the
+    #: target with plan ``details`` (plain data; raises CloudError).
+    read = None
+
+    def judge(self, context, data):
+        """``(skip_reason, before)`` from what :attr:`read` returned."""
+        raise NotImplementedError
+
+    def recheck(self, context, cloud):
+        """``(skip_reason, before)`` for the target as it is now."""
+        return self.judge(context, self.read(cloud, self.details))
+
+    def execute(self, context):
+        run = self.lifecycle(context)
+        record = run.record()
+        if record is None or record.finished:
+            return record.state if record else None
+        if record.running and record.started:
+            run.adopt()
+            return record.state
+        self._wait_for_slot(context, run)
+        try:
+            rechecked, reason, before = self._recheck(context)
+        except exceptions.CloudError as exc:
+            run.withdraw()
+            return retry.retry_later_or(context, exc, run.fail)
+        except BaseException:
+            run.withdraw()
+            raise
+        if reason:
+            return run.skip(reason)
+        run.begin(before=before, rechecked=rechecked)
+        return states.RUNNING
+
+    def read_ahead(self, context):
+        """Read ahead for the next pending targets (:mod:`.readahead`);
+        called once this target's call is made, while Octavia works on
+        it.  Nothing happens without :attr:`read` or while the job
+        stops (no target will start)."""
+        if self.read is None or context.stopping or context.run is None:
+            return
+        cloud = context.cloud()
+        context.run.ahead.schedule(
+            lambda details: self.read(cloud, details),
+            busy=context.run.pacer.in_flight)
+
+    def _recheck(self, context):
+        """``(read_at, skip_reason, before)``: from a read made ahead if
+        it lets the target go, else from fresh reads."""
+        ahead = None
+        if self.read is not None and context.run is not None:
+            ahead = context.run.ahead.take(self.target)
+        if ahead is not None:
+            read_at, data = ahead
+            reason, before = self.judge(context, data)
+            if not reason:
+                return read_at, None, before
+        read_at = time.time()
+        return (read_at,) + tuple(self.recheck(context, context.cloud()))
+
+    def _wait_for_slot(self, context, run):
+        pacer = context.run.pacer if context.run is not None else None
+        checks = getattr(self, '_checks', 0)
+        self._checks = checks + 1
+        window = min(retry.MAX_WINDOW, retry.CHECK_WINDOW * 1.25 ** checks)
+        began = time.monotonic()
+        while True:
+            if context.stopping:
+                retry.backoff(context)
+                raise NotYet('the job is stopping: no new target starts')
+            seen = pacer.frees if pacer is not None else 0
+            admitted, wait = run.try_admit()
+            if admitted and context.stopping:
+                # the breaker (or the operator) stopped the job while
+                # this target waited: it does not start
+                run.withdraw()
+                continue
+            if admitted:
+                return
+            if wait > window:
+                window = min(retry.MAX_INTERVAL_WINDOW, wait + retry.TICK)
+            left = began + window - time.monotonic()
+            if left <= 0:
+                raise NotYet('waiting for a pacing slot')
+            if wait:
+                time.sleep(max(0.01, min(retry.TICK, wait, left)))
+            else:
+                # a slot: woken as soon as one is freed
+                pacer.wait(min(retry.TICK, left), seen)
+
+
+class ActOnTarget(TargetTask):
+    """The one cloud-changing call of a target, idempotent.
+
+    Subclasses implement :meth:`already_done` and :meth:`call`.
+    """
+
+    step = 'act'
+
+    def already_done(self, context, cloud, record):
+        """After a possible earlier call: True if it happened (or is
+        under way), False if it did not."""
+        raise NotImplementedError
+
+    def call(self, cloud, record):
+        """Make the cloud-changing call (``record``: the target's
+        :class:`~.target.TargetRecord`)."""
+        raise NotImplementedError
+
+    def execute(self, context):
+        run = self.lifecycle(context)
+        record = run.running()
+        if record is None or record.requested_at:
+            return None
+        cloud = context.cloud()
+        earlier = bool(record.intent)
+        try:
+            if earlier and self.already_done(context, cloud, record):
+                LOG.info('job %s target %s: our earlier call happened; '
+                         'waiting for it', context.job_id, self.target)
+                run.requested(recovered=True)
+                return None
+            if not earlier:
+                run.intend()
+            context.fence()
+            self.call(cloud, record)
+        except exceptions.CloudNotFound as exc:
+            run.skip(f'gone before the failover: {exc}')
+            return None
+        except exceptions.CloudConflict as exc:
+            if earlier:
+                run.requested(recovered=True)
+                return None
+            run.skip(f'became busy before the failover: {exc}')
+            return None
+        except exceptions.CloudError as exc:
+            retry.retry_later_or(context, exc, run.fail)
+            return None
+        run.requested()
+        return None
+
+
+class WaitForTarget(TargetTask):
+    """Short check that the target's failover finished and verify it.
+
+    Subclasses implement :meth:`verify` (and :meth:`lb_id` when the
+    load balancer is not the plan's ``lb``).  While the job pauses or is
+    cancelled, an in-flight target is still followed to its end (up to
+    ``target_timeout``) so nothing is left half-done; a lost claim stops
+    it at once.
+    """
+
+    step = 'wait'
+
+    def lb_id(self, record):
+        return self.details['lb']
+
+    def verify(self, context, cloud, record, lb):
+        """``(state, error, after)`` once the load balancer settled."""
+        raise NotImplementedError
+
+    def execute(self, context):
+        from octavia_workflows.cloud import wait
+
+        run = self.lifecycle(context)
+        record = run.running()
+        if record is None:
+            return None
+        if not record.requested_at:
+            raise NotYet('the failover was not requested yet')
+        timeout = float(context.params.get('target_timeout') or 900.0)
+        elapsed = record.elapsed()
+        left = timeout - elapsed
+        cloud = context.cloud()
+        window = min(max(retry.CHECK_WINDOW,
+                         min(retry.MAX_WINDOW, elapsed / 4)),
+                     max(0.0, left))
+        if context.stopping:
+            window = max(0.0, left)
+        since = float(record.requested_at)
+        state = context.run
+        try:
+            lb = wait.check_settled(
+                cloud, self.lb_id(record), window,
+                stop=lambda: context.claim.lost, since=since,
+                expected=state.settling.seconds)
+            if lb is None:
+                context.fence()
+                if record.elapsed() < timeout:
+                    raise NotYet('the load balancer is still pending')
+                return run.fail(
+                    f'timed out after {timeout:g} s waiting for the load '
+                    f'balancer to leave PENDING_UPDATE')
+            if since >= state.began:
+                state.settling.observe(time.time() - since)
+            outcome, error, after = self.verify(context, cloud, record, lb)
+        except exceptions.CloudError as exc:
+            return retry.retry_later_or(context, exc, run.fail)
+        if outcome == states.DONE:
+            # Octavia is done with it: the slot frees at once, so the
+            # next target may start while this one is recorded.
+            return run.done(after=after, verified=True)
+        return run.fail(error, after=after)
