@@ -29,8 +29,8 @@ def fill(url, count):
             records.save_plan(job_id, [
                 {'target': f'step-{i}', 'action': 'step',
                  'details': {'step': i}} for i in range(1, 11)], [])
-            records.update_job(job_id, state='SUCCESS' if n % 10 else
-                               'FAILED')
+            records.transition(job_id, 'RUNNING')
+            records.transition(job_id, 'SUCCESS' if n % 10 else 'FAILED')
     finally:
         store.close()
 

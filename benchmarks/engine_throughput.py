@@ -22,7 +22,7 @@ import common
 
 from octavia_workflows import conf as ow_conf
 from octavia_workflows.engine import jobboard, jobs, persistence
-from octavia_workflows.flows import base as flows_base
+from octavia_workflows import workflow as flows_base
 from owtools import services
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from e2e.runbookhelp import RunbookCli, failovers, lb_status, live_amphorae
 from octavia_workflows.engine import records as rec
-from octavia_workflows.flows import readahead
+from octavia_workflows.machinery import readahead
 from owtools.sandbox import seed
 
 pytestmark = pytest.mark.e2e

@@ -23,7 +23,7 @@ import sys
 import pytest
 from taskflow import flow as tf_flow
 
-from octavia_workflows.flows import base
+from octavia_workflows import workflow as base
 
 DATA = pathlib.Path(__file__).parent / 'data' / 'atom_names.json'
 _LB = {'lb': 'lb-1', 'az': 'az1'}

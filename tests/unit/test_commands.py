@@ -8,7 +8,7 @@ import pytest
 from octavia_workflows import exceptions
 from octavia_workflows.conf import load
 from octavia_workflows.flows import cold_upgrade as cu
-from octavia_workflows.flows import commands
+from octavia_workflows.machinery import commands
 
 SECRETS = {'db': 's3cr3t-pw'}
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import pytest
 
 from octavia_workflows.cli import app
-from octavia_workflows.flows import base as flows_base
+from octavia_workflows import workflow as flows_base
 
 SELFTEST = {'steps', 'step_seconds', 'record_to', 'gate_after'}
 WORKFLOWS = set(flows_base.names())

@@ -83,7 +83,7 @@ def _paused_at_gate(service, key='selftest-gate', message='go on?'):
     service.records.save_plan(job_id, [
         {'target': 'step-1', 'action': 'step'},
         {'target': 'step-2', 'action': 'step'}], [])
-    service.records.update_job(job_id, state='PAUSED',
+    service.records.transition(job_id, 'PAUSED',
                                gate=gates.dump(state),
                                reason='waiting for approval')
     return job_id
@@ -94,7 +94,7 @@ def test_show_has_gate_message_only_while_paused(service):
     view = service.get(job_id)
     assert view['gate'] == 'go on?'
     assert view['approvals'] == []
-    service.records.update_job(job_id, state='RUNNING')
+    service.records.transition(job_id, 'RUNNING')
     assert service.get(job_id)['gate'] is None
 
 
@@ -127,7 +127,7 @@ def test_approve_and_reject_refuse_jobs_not_at_a_gate(service):
         with pytest.raises(exceptions.InvalidJobState,
                            match='not waiting at an approval gate'):
             call(job_id)
-    service.records.update_job(job_id, state='PAUSED',
+    service.records.transition(job_id, 'PAUSED',
                                reason='paused by the operator')
     with pytest.raises(exceptions.InvalidJobState):
         service.approve(job_id)
@@ -163,7 +163,7 @@ def test_reject_cancels_with_reason_and_skips_pending(service):
 def test_cancel_keeps_the_approval_history(service):
     job_id = _paused_at_gate(service)
     service.approve(job_id)
-    service.records.update_job(job_id, state='PAUSED')
+    service.records.transition(job_id, 'PAUSED')
     service.cancel(job_id)
     job = service.records.get_job(job_id)
     assert job['state'] == 'CANCELLED'

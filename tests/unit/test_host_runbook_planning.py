@@ -9,9 +9,9 @@ from octavia_workflows.engine import context as ctx_mod
 from octavia_workflows.flows import (
     cleanup_node,
     evacuate_host,
-    inventory,
     reconfigure_amphorae,
 )
+from octavia_workflows.machinery import hosts, inventory
 
 
 def lb(lb_id, status='ACTIVE', created='2025-01-01T00:00:00', **extra):
@@ -225,7 +225,7 @@ def test_evacuate_unknown_host_is_a_one_line_error():
             raise exceptions.CloudNotFound(f'no service on {host}', 404)
 
     with pytest.raises(exceptions.InvalidParameter) as info:
-        evacuate_host.host_service(Cloud(), 'nope')
+        hosts.host_service(Cloud(), 'nope')
     assert "no compute host 'nope'" in str(info.value)
     assert isinstance(info.value, exceptions.UserError)
 

@@ -2,7 +2,7 @@
 one by one or picks them out of the full listings."""
 
 from octavia_workflows import exceptions
-from octavia_workflows.flows import inventory
+from octavia_workflows.machinery import inventory
 
 
 class Cloud:

@@ -6,7 +6,8 @@ import time
 from taskflow import task
 
 from octavia_workflows.engine import runner
-from octavia_workflows.flows import pacing, shape
+from octavia_workflows.machinery import pacing, shape
+from octavia_workflows.machinery import params as shared
 
 
 class Clock:
@@ -182,12 +183,12 @@ def test_build_has_no_more_lanes_than_concurrency():
     flow = shape.build('wf', {'concurrency': 1}, items,
                         lambda item: _Atom(item['target']))
     assert [atom.name for atom in flow] == ['t0', 't1', 't2', 't3', 't4']
-    assert runner._width(flow, {'concurrency': 1}) == 1
+    assert runner._width(flow, shared.lanes({'concurrency': 1})) == 1
     flow = shape.build('wf', {'concurrency': 2}, items,
                         lambda item: _Atom(item['target']))
     assert [[atom.name for atom in lane] for lane in flow] == [
         ['t0', 't2', 't4'], ['t1', 't3']]
-    assert runner._width(flow, {'concurrency': 2}) == 2
+    assert runner._width(flow, shared.lanes({'concurrency': 2})) == 2
 
 
 def test_width_counts_nested_lanes():
@@ -199,7 +200,7 @@ def test_width_counts_nested_lanes():
     lanes = shape.build('wf', {'concurrency': 3}, items,
                          lambda item: _Atom(item['target']))
     outer = linear_flow.Flow('outer').add(_Atom('first'), lanes)
-    assert runner._width(outer, {'concurrency': 1}) == 3
+    assert runner._width(outer, shared.lanes({'concurrency': 1})) == 3
 
 
 def test_expected_is_a_weighted_mean_of_recent_durations():

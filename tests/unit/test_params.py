@@ -3,7 +3,8 @@
 import pytest
 
 from octavia_workflows import exceptions
-from octavia_workflows.flows import base, selftest
+from octavia_workflows import workflow as base
+from octavia_workflows.flows import selftest
 
 
 def test_defaults_are_applied():

@@ -5,7 +5,10 @@ import time
 import types
 
 from octavia_workflows import states
-from octavia_workflows.flows import common, pacing, readahead
+from octavia_workflows.machinery import pacing, readahead, runstate, steps
+from octavia_workflows.machinery.target import PROGRESS
+
+RECHECKED = PROGRESS['rechecked']
 
 
 class Clock:
@@ -124,7 +127,7 @@ def test_only_pending_targets_are_read():
 # -- a target's start ------------------------------------------------------
 
 
-class Start(common.StartTarget):
+class Start(steps.StartTarget):
     """Skip a load balancer unless it is ACTIVE; reads come from
     ``Cloud.status`` (what the cloud says now)."""
 
@@ -152,19 +155,22 @@ class Context:
             get_targets=lambda job_id, states=None: list(
                 self.rows.values()))
         self._cloud = cloud
+        self.run = runstate.for_job(self)
 
     def cloud(self):
         return self._cloud
 
+    def fence(self):
+        pass
+
     def target(self, target):
         return self.rows[target]
 
-    def target_started(self, target, **details):
-        self.rows[target]['state'] = states.RUNNING
-        self.rows[target]['details'].update(details)
-
-    def target_finished(self, target, state, error=None, **details):
-        self.rows[target].update(state=state, error=error)
+    def write_target(self, target, state=None, error=None, details=None,
+                     **_flags):
+        if state is not None:
+            self.rows[target].update(state=state, error=error)
+        self.rows[target]['details'].update(details or {})
 
 
 def _start(target):
@@ -175,30 +181,30 @@ def test_a_start_uses_the_read_made_ahead_only_to_go():
     cloud = types.SimpleNamespace(reads=[], status={
         'lb-a': 'ACTIVE', 'lb-b': 'PENDING_UPDATE', 'lb-c': 'ACTIVE'})
     context = Context(_rows('a', 'b', 'c'), cloud)
-    run = pacing.run_state(context)
+    run = context.run
     assert _start('a').execute(context) == states.RUNNING
     run.ahead.schedule(lambda d: Start.read(cloud, d), busy={'a'})
-    pacing.run_state(context).pacer.release('a')
+    context.run.pacer.release('a')
     # b read ahead while busy elsewhere; ACTIVE by the time it starts
     cloud.status['lb-b'] = 'ACTIVE'
     assert _start('b').execute(context) == states.RUNNING
     assert cloud.reads == ['lb-a', 'lb-b', 'lb-b']     # read again
     row = context.rows['b']['details']
-    assert row[common.RECHECKED] >= row[pacing.STARTED]
+    assert row[RECHECKED] >= row[pacing.STARTED]
     run.ahead.schedule(lambda d: Start.read(cloud, d), busy={'b'})
-    pacing.run_state(context).pacer.release('b')
+    context.run.pacer.release('b')
     # c read ahead and still ACTIVE: started on that read, not again
     assert _start('c').execute(context) == states.RUNNING
     assert cloud.reads == ['lb-a', 'lb-b', 'lb-b', 'lb-c']
     row = context.rows['c']['details']
-    assert row[common.RECHECKED] <= row[pacing.STARTED]
+    assert row[RECHECKED] <= row[pacing.STARTED]
 
 
 # -- a target's wait -------------------------------------------------------
 
 
-class Wait(common.WaitForTarget):
-    def verify(self, context, cloud, row, lb):
+class Wait(steps.WaitForTarget):
+    def verify(self, context, cloud, record, lb):
         return states.DONE, None, {}
 
 
@@ -206,7 +212,7 @@ def test_the_wait_learns_only_from_failovers_this_run_requested():
     cloud = types.SimpleNamespace(get_load_balancer=lambda lb: {
         'id': lb, 'provisioning_status': 'ACTIVE'})
     context = Context(_rows('a', 'b', state=states.RUNNING), cloud)
-    run = pacing.run_state(context)
+    run = context.run
     # a was requested by a run before this one (its conductor died): the
     # five minutes since say nothing about how long failovers take
     context.rows['a']['details'].update(
