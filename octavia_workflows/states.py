@@ -33,6 +33,12 @@ TARGET_STATES = (PENDING, RUNNING, DONE, SKIPPED, FAILED)
 #: Target states that end a target.
 TARGET_FINISHED = (DONE, SKIPPED, FAILED)
 
+#: Operator requests kept in a job's ``control`` column, which its
+#: runner acts on (pause, cancel); empty: none.
+NO_CONTROL = ''
+PAUSE = 'pause'
+CANCEL = 'cancel'
+
 #: ``(from, to)`` moves of a job.  RUNNING -> RUNNING is a takeover (a
 #: new owner claims a job whose owner died); RUNNING -> PENDING gives a
 #: job back to the board (conductor stopping, transient failure);

@@ -37,7 +37,7 @@ def bar_line(job, eta, width=24):
     finished = progress['done'] + progress['failed'] + progress['skipped']
     filled = int(width * finished / total)
     running = [t['target'] for t in job.get('targets', [])
-               if t['state'] == 'RUNNING']
+               if t['state'] == states.RUNNING]
     parts = [f'[{"#" * filled}{"-" * (width - filled)}]',
              f'{finished}/{progress["total"]}',
              f'done {progress["done"]} failed {progress["failed"]} '
@@ -45,7 +45,7 @@ def bar_line(job, eta, width=24):
     if running:
         shown = ', '.join(running[:3]) + (' ...' if len(running) > 3 else '')
         parts.append(f'now: {shown}')
-    if eta is not None and job['state'] == 'RUNNING':
+    if eta is not None and job['state'] == states.RUNNING:
         parts.append(f'ETA {_fmt_seconds(eta)}')
     if at_gate(job):
         parts.append(f'approval needed: {job["gate"]}')
@@ -54,7 +54,7 @@ def bar_line(job, eta, width=24):
 
 def at_gate(job):
     """True if the job waits PAUSED at an approval gate."""
-    return job['state'] == 'PAUSED' and bool(job.get('gate'))
+    return job['state'] == states.PAUSED and bool(job.get('gate'))
 
 
 def events(previous, job):
@@ -63,9 +63,9 @@ def events(previous, job):
     if previous is None or previous['state'] != job['state'] or \
             previous['owner'] != job['owner']:
         line = f'job {job["id"]}: {job["state"]}'
-        if job['owner'] and job['state'] == 'RUNNING':
+        if job['owner'] and job['state'] == states.RUNNING:
             line += f' on {job["owner"]}'
-        if job['reason'] and job['state'] != 'RUNNING':
+        if job['reason'] and job['state'] != states.RUNNING:
             line += f' ({job["reason"]})'
         head.append(line)
         if at_gate(job):
@@ -76,16 +76,16 @@ def events(previous, job):
     before = {t['target']: t for t in (previous or {}).get('targets', [])}
     total = job['progress']['total']
     finished = sum(1 for t in before.values()
-                   if t['state'] in ('DONE', 'FAILED', 'SKIPPED'))
+                   if t['state'] in states.TARGET_FINISHED)
     lines = []
     for target in job.get('targets', []):
         old = before.get(target['target'])
         if old is not None and old['state'] == target['state']:
             continue
-        if old is None and target['state'] == 'PENDING':
+        if old is None and target['state'] == states.PENDING:
             continue
         line = f'target {target["target"]}: {target["state"]}'
-        if target['state'] in ('DONE', 'FAILED', 'SKIPPED'):
+        if target['state'] in states.TARGET_FINISHED:
             finished += 1
             line += f' ({finished}/{total})'
         if target['error']:
@@ -114,7 +114,7 @@ def follow(get_view, timeout=None, stream=None, interval=0.5, tty=None,
         while True:
             job = get_view()
             now = time.monotonic()
-            if started is None and job['state'] == 'RUNNING':
+            if started is None and job['state'] == states.RUNNING:
                 started = now
             if tty:
                 stream.write('\r\033[K' + bar_line(job, _eta(job, started,

@@ -86,10 +86,7 @@ def run_inline(manager, job_id, stream=None):
             signal.signal(sig, handler)
     outcome = result.get('outcome')
     if outcome is not None and outcome.release:
-        manager.persistence.records.transition(
-            job_id, states.PAUSED, owner=None,
-            reason=f'interrupted ({outcome.reason}); continue with '
-            f'"octavia-workflow resume {job_id}"')
+        jobs.interrupted(job_id, outcome.reason)
     return jobs.get(job_id)
 
 

@@ -155,6 +155,14 @@ class JobService:
                 f'job {job_id} is {job["state"]}; nothing to resume')
         return owner
 
+    def interrupted(self, job_id, why):
+        """Leave an interrupted inline run PAUSED (it gave its lease back
+        with ``why``), to be continued with ``resume``."""
+        self.records.transition(
+            job_id, states.PAUSED, expect=(states.PENDING,), owner=None,
+            reason=f'interrupted ({why}); continue with "octavia-workflow '
+            f'resume {job_id}"')
+
     # -- control ----------------------------------------------------------
     def _job(self, job_id):
         job_id = self.resolve(job_id)
@@ -166,7 +174,7 @@ class JobService:
             raise exceptions.InvalidJobState(
                 f'job {job["id"]} is {job["state"]}; only PENDING or '
                 f'RUNNING jobs can be paused')
-        self.records.update_job(job['id'], control='pause')
+        self.records.update_job(job['id'], control=states.PAUSE)
         if job['state'] == states.PENDING and self._unpost(job):
             self.records.transition(
                 job['id'], states.PAUSED, expect=(states.PENDING,),
@@ -178,7 +186,7 @@ class JobService:
         if job['state'] in states.FINISHED:
             raise exceptions.InvalidJobState(
                 f'job {job["id"]} already ended {job["state"]}')
-        self.records.update_job(job['id'], control='cancel')
+        self.records.update_job(job['id'], control=states.CANCEL)
         remaining = gates.parse(job['gate'])
         remaining['waiting'] = None
         settle_now = job['state'] == states.PAUSED or (

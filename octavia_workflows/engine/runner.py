@@ -118,7 +118,7 @@ def _watch(engine, context, records, job_id, done):
             except Exception:
                 LOG.warning('job %s: cannot read control state', job_id)
                 continue
-            if job is None or job['control'] in ('pause', 'cancel'):
+            if job is None or job['control'] in (states.PAUSE, states.CANCEL):
                 reason = 'control'
                 context.stop_event.set()
         if reason:
@@ -182,10 +182,10 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
         listener=listener, conf=conf, persistence=persistence)
     if stop_event is not None and stop_event.is_set():
         return Outcome(states.PENDING, 'conductor stopping', release=True)
-    if job['control'] == 'cancel':
+    if job['control'] == states.CANCEL:
         return _settle(records, job_id, claim, Outcome(
             states.CANCELLED, 'cancelled before it started'))
-    if job['control'] == 'pause':
+    if job['control'] == states.PAUSE:
         return _settle(records, job_id, claim,
                        Outcome(states.PAUSED, 'paused by the operator'))
     executor = None
@@ -321,9 +321,9 @@ def _outcome(engine, context, records, job_id, stop_event):
     if context.pause_reason:
         return Outcome(states.PAUSED, context.pause_reason)
     job = records.get_job(job_id)
-    if job is not None and job['control'] == 'cancel':
+    if job is not None and job['control'] == states.CANCEL:
         return Outcome(states.CANCELLED, 'cancelled by the operator')
-    if job is not None and job['control'] == 'pause':
+    if job is not None and job['control'] == states.PAUSE:
         return Outcome(states.PAUSED, 'paused by the operator')
     return Outcome(states.PENDING, 'conductor stopping', release=True)
 
