@@ -67,6 +67,9 @@ class RunContext:
         #: The per-run state the workflow declares (``run_state``),
         #: set by the runner before the flow runs; None if it has none.
         self.run = None
+        #: Called by :meth:`progressed` (the runner resets the job's
+        #: no-progress attempt counter there).
+        self.on_progress = lambda: None
 
     # -- fencing ----------------------------------------------------------
     def fence(self):
@@ -99,6 +102,11 @@ class RunContext:
             if self._cloud is None:
                 self._cloud = _connect(self.cloud_name, self._cloud_factory)
             return self._cloud
+
+    def progressed(self):
+        """A step got somewhere (a target finished): the runner's
+        no-progress attempt counter starts again."""
+        self.on_progress()
 
     # -- services for tasks ------------------------------------------------
     def require_approval(self, key, message, if_rejected=None):

@@ -138,19 +138,23 @@ def _progress_listener(records, job_id, state):
 
     A step is an atom that succeeded, or a retry controller that ran its
     short check again (a long wait is progress too, one window at a
-    time; its own deadline bounds it).
+    time; its own deadline bounds it), or a target that finished inside
+    a lane (``context.progressed()``).  Returns ``(on_atom, on_step)``.
     """
 
-    def on_atom(atom_state, details):
-        if atom_state in (tf_states.SUCCESS, tf_states.RETRYING) and \
-                not state['progressed']:
+    def on_step():
+        if not state['progressed']:
             state['progressed'] = True
             try:
                 records.update_job(job_id, attempts=0)
             except Exception:
                 LOG.warning('job %s: cannot reset attempts', job_id)
 
-    return on_atom
+    def on_atom(atom_state, details):
+        if atom_state in (tf_states.SUCCESS, tf_states.RETRYING):
+            on_step()
+
+    return on_atom, on_step
 
 
 def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
@@ -221,9 +225,9 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
         engine.compile()
         engine.prepare()
         engine.storage.inject({'context': context}, transient=True)
-        progress = {'progressed': False}
-        engine.atom_notifier.register(
-            '*', _progress_listener(records, job_id, progress))
+        on_atom, context.on_progress = _progress_listener(
+            records, job_id, {'progressed': False})
+        engine.atom_notifier.register('*', on_atom)
         if stop_event is not None:
             _link(stop_event, context.stop_event, done)
         watcher = threading.Thread(
