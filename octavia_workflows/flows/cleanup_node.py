@@ -33,7 +33,14 @@ conductor that dies around the call re-checks and only waits.
 import time
 
 from octavia_workflows import exceptions, workflow
-from octavia_workflows.machinery import hosts, retry, runstate, shape, steps
+from octavia_workflows.machinery import (
+    hosts,
+    lanes,
+    retry,
+    runstate,
+    shape,
+    steps,
+)
 from octavia_workflows.machinery import params as shared
 
 NAME = 'cleanup-node'
@@ -244,8 +251,17 @@ class WaitServerGone(steps.TargetTask):
             time.sleep(retry.TICK)
 
 
+def cleanup_node_flow_v2(params, targets):
+    """Factory: at most ``concurrency`` lanes of one atom each, however
+    many servers."""
+    return lanes.build(NAME, params, targets, lanes.steps_of(
+        NAME, StartCleanup, DeleteServer, WaitServerGone),
+        key=lambda item: item['target'])
+
+
 def cleanup_node_flow(params, targets):
-    """Factory: lanes of start / delete / wait per server."""
+    """Factory of earlier releases: lanes of start / delete / wait atoms
+    per server."""
 
     def make(item):
         target, details = item['target'], item['details']
@@ -270,7 +286,9 @@ WORKFLOW = workflow.Workflow(
         workflow.Param('name_prefix', 'str', 'only servers named like '
                        'this are amphora VMs', default='amphora-'),
     ) + shared.COMMON_PARAMS,
-    factory='octavia_workflows.flows.cleanup_node:cleanup_node_flow',
+    factory='octavia_workflows.flows.cleanup_node:cleanup_node_flow_v2',
+    earlier_factories=(
+        'octavia_workflows.flows.cleanup_node:cleanup_node_flow',),
     plan=plan,
     engine='parallel',
     check=_check,

@@ -124,7 +124,7 @@ def plan(context, params):
     _check(params)
     cloud = context.cloud()
     service = hosts.host_service(cloud, params['host'])
-    servers = cloud.list_servers_hosts.on_host(params['host'])
+    servers = cloud.list_servers_on_host(params['host'])
     amphorae = cloud.list_amphorae()
     pairs = hosts.on_host(servers, amphorae)
     lbs, lb_amphorae = amphora.gather(cloud, [a for a, _ in pairs])
@@ -248,7 +248,7 @@ class VerifyHostEmpty(HostTask):
         host = self.details['host']
         if record.state == states.PENDING:
             target.begin()
-        servers = cloud.list_servers_hosts.on_host(host)
+        servers = cloud.list_servers_on_host(host)
         amphorae = cloud.list_amphorae()
         pairs = hosts.on_host(servers, amphorae)
         lbs, _ = amphora.gather(cloud, [a for a, _ in pairs])
@@ -268,8 +268,20 @@ def _host_flow(target, task):
 
 
 def evacuate_host_flow(params, targets):
-    """Factory: disable (if planned), then lanes of start / failover /
-    wait per amphora, then the verification."""
+    """Factory of earlier releases: disable (if planned), then lanes of
+    start / failover / wait atoms per amphora, then the verification."""
+    return _flow(params, targets, lambda amps: amphora.amphora_flow(
+        NAME, params, amps, StartEvacuation))
+
+
+def evacuate_host_flow_v2(params, targets):
+    """Factory: disable (if planned), then at most ``concurrency`` lanes
+    of one atom each for the amphorae, then the verification."""
+    return _flow(params, targets, lambda amps: amphora.amphora_lanes(
+        NAME, params, amps, StartEvacuation))
+
+
+def _flow(params, targets, amphora_part):
     disable = [t for t in targets if t['action'] == DISABLE]
     amps = [t for t in targets if t['action'] == FAILOVER]
     verify = [t for t in targets if t['action'] == VERIFY]
@@ -280,8 +292,7 @@ def evacuate_host_flow(params, targets):
         flow.add(_host_flow(item['target'], DisableComputeService(
             NAME, item['target'], item['details'])))
     if amps:
-        flow.add(amphora.amphora_flow(NAME, params, amps,
-                                           StartEvacuation))
+        flow.add(amphora_part(amps))
     for item in verify:
         flow.add(_host_flow(item['target'], VerifyHostEmpty(
             NAME, item['target'], item['details'])))
@@ -300,7 +311,9 @@ WORKFLOW = workflow.Workflow(
         workflow.Param('reason', 'str', 'disabled_reason recorded in Nova '
                        '(default: "evacuated by octavia-workflows job ID")'),
     ) + shared.COMMON_PARAMS,
-    factory='octavia_workflows.flows.evacuate_host:evacuate_host_flow',
+    factory='octavia_workflows.flows.evacuate_host:evacuate_host_flow_v2',
+    earlier_factories=(
+        'octavia_workflows.flows.evacuate_host:evacuate_host_flow',),
     plan=plan,
     engine='parallel',
     check=_check,

@@ -62,10 +62,16 @@ def failover_amphorae_flow(params, targets):
 
 
 def failover_amphorae_flow_v2(params, targets):
-    """Factory: lanes (one load balancer's amphorae in one lane) of one
-    start-failover-wait atom per amphora."""
+    """Factory of earlier releases: lanes (one load balancer's amphorae
+    in one lane) of one start-failover-wait atom per amphora."""
     return amphora.amphora_flow(NAME, params, targets,
                                 target_flow=shape.compact_target_flow)
+
+
+def failover_amphorae_flow_v3(params, targets):
+    """Factory: at most ``concurrency`` lanes of one atom each, however
+    many amphorae (one load balancer's amphorae in one lane)."""
+    return amphora.amphora_lanes(NAME, params, targets)
 
 
 WORKFLOW = workflow.Workflow(
@@ -79,9 +85,11 @@ WORKFLOW = workflow.Workflow(
                        'status', choices=('ERROR',)),
     ) + shared.FILTER_PARAMS + shared.COMMON_PARAMS,
     factory='octavia_workflows.flows.failover_amphorae:'
-    'failover_amphorae_flow_v2',
-    earlier_factories=('octavia_workflows.flows.failover_amphorae:'
-                       'failover_amphorae_flow',),
+    'failover_amphorae_flow_v3',
+    earlier_factories=(
+        'octavia_workflows.flows.failover_amphorae:failover_amphorae_flow',
+        'octavia_workflows.flows.failover_amphorae:'
+        'failover_amphorae_flow_v2'),
     plan=plan,
     engine='parallel',
     check=_check,

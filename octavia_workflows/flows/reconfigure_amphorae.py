@@ -45,6 +45,7 @@ from octavia_workflows import exceptions, workflow
 from octavia_workflows.machinery import (
     amphora,
     inventory,
+    lanes,
     retry,
     runstate,
     shape,
@@ -301,9 +302,16 @@ class VerifyConfigured(steps.TargetTask):
         return target.done(after=after)
 
 
+def reconfigure_amphorae_flow_v2(params, targets):
+    """Factory: at most ``concurrency`` lanes of one atom each, however
+    many amphorae (one load balancer's amphorae in one lane)."""
+    return lanes.build(NAME, params, targets, lanes.steps_of(
+        NAME, StartConfigure, ConfigureAmphora, VerifyConfigured))
+
+
 def reconfigure_amphorae_flow(params, targets):
-    """Factory: lanes (one load balancer's amphorae in one lane) of
-    start / configure / verify per amphora."""
+    """Factory of earlier releases: lanes (one load balancer's amphorae
+    in one lane) of start / configure / verify atoms per amphora."""
 
     def make(item):
         target, details = item['target'], item['details']
@@ -330,7 +338,9 @@ WORKFLOW = workflow.Workflow(
     ) + shared.FILTER_PARAMS + tuple(
         p for p in shared.COMMON_PARAMS if p.name != 'target_timeout'),
     factory='octavia_workflows.flows.reconfigure_amphorae:'
-    'reconfigure_amphorae_flow',
+    'reconfigure_amphorae_flow_v2',
+    earlier_factories=('octavia_workflows.flows.reconfigure_amphorae:'
+                       'reconfigure_amphorae_flow',),
     plan=plan,
     engine='parallel',
     preflight=preflight,

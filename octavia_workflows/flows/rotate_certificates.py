@@ -88,8 +88,16 @@ def rotate_certificates_flow(params, targets):
                                      StartCertificateRotation)
 
 
+def rotate_certificates_flow_v3(params, targets):
+    """Factory: at most ``concurrency`` lanes of one atom each, however
+    many amphorae."""
+    return amphora.amphora_lanes(NAME, params, targets,
+                                 StartCertificateRotation)
+
+
 def rotate_certificates_flow_v2(params, targets):
-    """Factory: lanes of one start-failover-wait atom per amphora."""
+    """Factory of earlier releases: lanes of one start-failover-wait
+    atom per amphora."""
     return amphora.amphora_flow(
         NAME, params, targets, StartCertificateRotation,
         target_flow=shape.compact_target_flow)
@@ -106,9 +114,12 @@ WORKFLOW = workflow.Workflow(
                        'change)', default=False),
     ) + shared.FILTER_PARAMS + shared.COMMON_PARAMS,
     factory='octavia_workflows.flows.rotate_certificates:'
-    'rotate_certificates_flow_v2',
-    earlier_factories=('octavia_workflows.flows.rotate_certificates:'
-                       'rotate_certificates_flow',),
+    'rotate_certificates_flow_v3',
+    earlier_factories=(
+        'octavia_workflows.flows.rotate_certificates:'
+        'rotate_certificates_flow',
+        'octavia_workflows.flows.rotate_certificates:'
+        'rotate_certificates_flow_v2'),
     plan=plan,
     engine='parallel',
     check=_check,

@@ -23,7 +23,13 @@ load balancers have a short outage during their failover.
 import datetime
 
 from octavia_workflows import exceptions, states, workflow
-from octavia_workflows.machinery import inventory, runstate, shape, steps
+from octavia_workflows.machinery import (
+    inventory,
+    lanes,
+    runstate,
+    shape,
+    steps,
+)
 from octavia_workflows.machinery import params as shared
 
 NAME = 'rotate-images'
@@ -231,9 +237,16 @@ def rotate_images_flow(params, targets):
 
 
 def rotate_images_flow_v2(params, targets):
-    """Factory: lanes of one start-failover-wait atom per load balancer
-    (:func:`shape.compact_target_flow`)."""
+    """Factory of earlier releases: lanes of one start-failover-wait
+    atom per load balancer (:func:`shape.compact_target_flow`)."""
     return _flow(params, targets, shape.compact_target_flow)
+
+
+def rotate_images_flow_v3(params, targets):
+    """Factory: at most ``concurrency`` lanes, one atom each, however
+    many load balancers (:mod:`octavia_workflows.machinery.lanes`)."""
+    return lanes.build(NAME, params, targets, lanes.steps_of(
+        NAME, StartRotation, FailoverLoadBalancer, WaitForLoadBalancer))
 
 
 WORKFLOW = workflow.Workflow(
@@ -249,9 +262,10 @@ WORKFLOW = workflow.Workflow(
         workflow.Param('flavor', 'str', 'only load balancers of this '
                        'Octavia flavor (id or name)'),
     ) + shared.FILTER_PARAMS + shared.COMMON_PARAMS,
-    factory='octavia_workflows.flows.rotate_images:rotate_images_flow_v2',
+    factory='octavia_workflows.flows.rotate_images:rotate_images_flow_v3',
     earlier_factories=(
-        'octavia_workflows.flows.rotate_images:rotate_images_flow',),
+        'octavia_workflows.flows.rotate_images:rotate_images_flow',
+        'octavia_workflows.flows.rotate_images:rotate_images_flow_v2'),
     plan=plan,
     engine='parallel',
     check=_check,

@@ -13,7 +13,7 @@ What happens on failure: as for every paced step (:mod:`.steps`).
 """
 
 from octavia_workflows import exceptions, states, workflow
-from octavia_workflows.machinery import inventory, shape, steps
+from octavia_workflows.machinery import inventory, lanes, shape, steps
 
 ACTION = 'amphora-failover'
 LB_ACTION = 'lb-failover'
@@ -229,3 +229,10 @@ def amphora_flow(name, params, targets, start_cls=StartAmphoraFailover,
             WaitForAmphora(name, target, details))
 
     return shape.build(name, params, targets, make)
+
+
+def amphora_lanes(name, params, targets, start_cls=StartAmphoraFailover):
+    """The flow of amphora targets as lanes of one atom each
+    (:mod:`.lanes`; one load balancer's amphorae in one lane)."""
+    return lanes.build(name, params, targets, lanes.steps_of(
+        name, start_cls, FailoverAmphora, WaitForAmphora))

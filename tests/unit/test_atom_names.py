@@ -68,8 +68,8 @@ def _samples():
     for label in ('rotate-images', 'rotate-images-parallel',
                   'failover-amphorae', 'rotate-certificates'):
         sample = samples[label]
-        samples[f'{label}-v2'] = dict(
-            sample, factory=base.get(sample['workflow']).factory)
+        samples[f'{label}-v2'] = dict(sample, factory=base.get(
+            sample['workflow']).factory.replace('_v3', '_v2'))
     samples['selftest'] = {'workflow': 'selftest', 'params': {}, 'targets': [
         {'target': f'step-{n}', 'action': 'step', 'details': {'step': n}}
         for n in (1, 2)]}
@@ -92,6 +92,13 @@ def _samples():
         'workflow': 'cold-upgrade', 'params': params, 'targets': [
             {'target': t, 'action': a, 'details': d}
             for t, a, d in cold_upgrade.steps(Settings, params)]}
+    # every factory of every sample above, by the factory's name
+    for label, sample in list(samples.items()):
+        if 'factory' in sample:
+            continue
+        for factory in base.get(sample['workflow']).factories[1:]:
+            samples[f'{label}@{factory.partition(":")[2]}'] = dict(
+                sample, factory=factory)
     return samples
 
 

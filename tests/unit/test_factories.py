@@ -10,13 +10,15 @@ from octavia_workflows import workflow as base
 from octavia_workflows.flows import rotate_images
 
 OLD = 'octavia_workflows.flows.rotate_images:rotate_images_flow'
-NEW = 'octavia_workflows.flows.rotate_images:rotate_images_flow_v2'
+MID = 'octavia_workflows.flows.rotate_images:rotate_images_flow_v2'
+NEW = 'octavia_workflows.flows.rotate_images:rotate_images_flow_v3'
 
 
 def test_factories_oldest_first_and_unknown_refused():
     workflow = base.get('rotate-images')
-    assert workflow.factories == (OLD, NEW)
-    assert workflow.load_factory() is rotate_images.rotate_images_flow_v2
+    assert workflow.factories == (OLD, MID, NEW)
+    assert workflow.load_factory() is rotate_images.rotate_images_flow_v3
+    assert workflow.load_factory(MID) is rotate_images.rotate_images_flow_v2
     assert workflow.load_factory(OLD) is rotate_images.rotate_images_flow
     with pytest.raises(exceptions.UnknownWorkflow, match='newer release'):
         workflow.load_factory('octavia_workflows.flows.rotate_images:v9')
