@@ -21,13 +21,17 @@ ZooKeeper jobboard (or run in the foreground when the jobboard is
 disabled), and every step is saved in the persistence database so any
 controller can resume it.
 
-Exit codes: 0 ok; 1 the job failed; 2 bad input (nothing was posted or
-changed); 3 timeout."""
+Exit codes: 0 ok; 1 the job failed or was cancelled; 2 bad input
+(nothing was posted or changed); 3 "wait" timed out; 4 the job waits at
+an approval gate (answer with "approve" or "reject"); 5 the job paused
+itself (circuit breaker)."""
 
 
 def quiet_imports():
-    """Silence deprecation noise that TaskFlow's imports print."""
+    """Silence deprecation noise that TaskFlow's imports (and the SDK's
+    calls) print: it is for their developers, not for operators."""
     warnings.filterwarnings('ignore', category=DeprecationWarning)
+    warnings.filterwarnings('ignore', category=PendingDeprecationWarning)
     warnings.filterwarnings('ignore', message=r'(?s).*eventlet')
 
 
@@ -129,11 +133,33 @@ class OctaviaWorkflowApp(app.App):
 
     def configure_logging(self):
         super().configure_logging()
+        # Python warnings (a library's, during a run) are log records
+        # too: one readable line on stderr, never inside a progress line.
+        warnings.showwarning = self._log_warning
         # Libraries are chatty at INFO; keep the console to our own logs.
         for noisy in ('stevedore', 'kazoo', 'taskflow', 'urllib3', 'alembic',
                       'keystoneauth', 'openstack', 'oslo_config'):
             logging.getLogger(noisy).setLevel(
                 logging.DEBUG if self.options.debug else logging.WARNING)
+
+    def _log_warning(self, message, category, filename, lineno, file=None,
+                     line=None):
+        where = f' ({filename}:{lineno})' if self.options.debug else ''
+        logging.getLogger('py.warnings').warning(
+            '%s: %s%s', category.__name__, message, where)
+
+    def run_subcommand(self, argv):
+        try:
+            self.command_manager.find_command(argv)
+        except ValueError:
+            # One line on stderr, like every other bad input (cliff
+            # prints several on stdout).
+            names = [name for name, _ in self.command_manager]
+            self.stderr.write(f'{self.NAME}: error: '
+                              f'{unknown_command(names, argv)} (see '
+                              f'"{self.NAME} --help")\n')
+            return 2
+        return super().run_subcommand(argv)
 
     def initialize_app(self, argv):
         quiet_imports()
@@ -142,6 +168,23 @@ class OctaviaWorkflowApp(app.App):
     def clean_up(self, cmd, result, err):
         if self.manager is not None:
             self.manager.close()
+
+
+def unknown_command(names, argv):
+    """Why ``argv`` names no command, with the closest command name."""
+    import difflib
+
+    names = sorted(names)
+    if len(argv) > 1 and any(n.startswith(argv[0] + ' ') for n in names):
+        typed = f'{argv[0]} {argv[1]}'          # e.g. "db upgrad"
+        group = [n for n in names if n.startswith(argv[0] + ' ')]
+        hint = difflib.get_close_matches(typed, group, n=1, cutoff=0)
+    else:
+        typed = argv[0]
+        hint = ([n for n in names if n.startswith(typed)][:1]
+                or difflib.get_close_matches(typed, names, n=1))
+    more = f'; did you mean {hint[0]}?' if hint else ''
+    return f'unknown command {typed!r}{more}'
 
 
 def main(argv=None):

@@ -39,6 +39,17 @@ class List(base.Lister):
                          view['created_at']))
         return LIST_COLUMNS, rows
 
+    def produce_output(self, parsed_args, column_names, data):
+        if not data and parsed_args.formatter == 'table':
+            # An empty table is a blank line; say so instead (json, csv,
+            # value and yaml stay machine-readable: [], a header, nothing).
+            self.app.stdout.write(
+                'no jobs\n' if parsed_args.all else
+                'no unfinished jobs ("octavia-workflow list --all" shows '
+                'finished ones too)\n')
+            return 0
+        return super().produce_output(parsed_args, column_names, data)
+
 
 class Show(base.ShowOne):
     """Show a job, its parameters and each target's state.

@@ -74,12 +74,16 @@ def run_inline(manager, job_id, stream=None):
                              'then pausing the job\n')
         stop.set()
 
+    # What had finished before this run (resumed, approved) is not
+    # printed again; what this run finishes reads RUNNING, then DONE.
+    initial = jobs.get(job_id)
     previous = {sig: signal.signal(sig, on_signal)
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         worker.start()
         progress.follow(lambda: jobs.get(job_id), stream=stream,
-                        until=lambda: not worker.is_alive())
+                        until=lambda: not worker.is_alive(),
+                        initial=initial)
         worker.join()
     finally:
         for sig, handler in previous.items():
