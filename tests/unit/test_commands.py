@@ -1,7 +1,6 @@
-"""Command templates: rendering, quoting, redaction, running; and the
-cold-upgrade settings built from them."""
-
-import sys
+"""Command templates: rendering, quoting, redaction; and the
+cold-upgrade settings built from them.  (Running them starts processes:
+``tests/functional/test_commands.py``.)"""
 
 import pytest
 
@@ -78,38 +77,6 @@ def test_redact_patterns(text, expected):
 def test_redact_configured_values_anywhere():
     assert commands.redact('error: s3cr3t-pw rejected', ['s3cr3t-pw']) == \
         'error: *** rejected'
-
-
-def test_run_captures_redacted_tail_and_exit_code():
-    script = ('import sys\n'
-              'for i in range(50): print("line", i)\n'
-              'print("pw is s3cr3t-pw", file=sys.stderr)\n'
-              'sys.exit(3)')
-    cmd = commands.render(
-        f'{sys.executable} -c {{script}} {{secret:db}}', {'script': script},
-        SECRETS)
-    result = commands.run(cmd, timeout=30)
-    assert result.returncode == 3
-    assert not result.ok
-    lines = result.output.splitlines()
-    assert len(lines) == commands.OUTPUT_LINES
-    assert lines[-1] == 'pw is ***'
-    assert 's3cr3t-pw' not in result.output
-    assert result.summary() == 'exit 3: pw is ***'
-
-
-def test_run_kills_the_process_group_on_timeout(tmp_path):
-    cmd = commands.render('shell: sleep 30 & sleep 30; echo never', {}, {})
-    result = commands.run(cmd, timeout=0.5)
-    assert result.returncode is None
-    assert result.seconds < 10
-    assert result.summary() == 'timed out'
-
-
-def test_run_of_a_missing_program_is_a_config_error():
-    cmd = commands.render('/nonexistent/octavia-db-manage upgrade', {}, {})
-    with pytest.raises(exceptions.ConfigError, match='cannot run'):
-        commands.run(cmd, timeout=5)
 
 
 # -- cold-upgrade settings ---------------------------------------------------

@@ -1,10 +1,16 @@
 """The conductor's preload imports the SDK and every installed workflow,
 and names a workflow that cannot be imported (in a real interpreter,
-with a real broken entry point installed next to ours)."""
+with a real broken entry point installed next to ours).
+
+A fresh interpreter per test: the functional tier."""
 
 import os
 import subprocess
 import sys
+
+import pytest
+
+pytestmark = pytest.mark.functional
 
 SCRIPT = """
 import logging, sys
