@@ -10,6 +10,7 @@ the real Redis jobboard, killed with SIGKILL while the job waits at the
 approval gate and while the database upgrade runs.
 """
 
+import contextlib
 import json
 import pathlib
 import signal
@@ -21,7 +22,7 @@ import pytest
 
 from e2e.runbookhelp import RunbookCli
 from owtools.sandbox import Sandbox, SandboxError, seed
-from owtools.sandbox.api import OctaviaApi
+from owtools.sandbox.api import ApiError, OctaviaApi
 
 pytestmark = pytest.mark.e2e
 
@@ -106,6 +107,49 @@ def upgrade(tmp_path, box, mariadb_server, request):
         servicectl.start(box, service)
 
 
+@pytest.fixture
+def own_lbs(box):
+    """Seeds load balancers for one test and deletes them afterwards
+    (after ``upgrade`` restarted the services, when listed before it).
+
+    The module's tests share one sandbox and every cold-upgrade pre-flight
+    looks at all its load balancers: each test leaves none behind (none
+    still ``PENDING_*`` from its failovers, above all).
+    """
+    made = []
+
+    def make(count, topology='SINGLE'):
+        made.extend(seed.seed_api(box.api, count, topology=topology))
+        return made[-count:]
+
+    yield make
+    if made:
+        remove_lbs(box, made)
+
+
+def remove_lbs(box, lb_ids, timeout=120):
+    """Wait until no load balancer of ``lb_ids`` is PENDING_*, delete
+    them (cascade) and wait until they are gone."""
+    deadline = time.monotonic() + timeout
+    left = set(lb_ids)
+    while left:
+        lbs = {lb['id']: lb for lb in box.api.list_all(
+            '/v2/lbaas/loadbalancers', 'loadbalancers')}
+        left &= set(lbs)
+        for lb_id in sorted(left):
+            status = lbs[lb_id]['provisioning_status']
+            if status in ('ACTIVE', 'ERROR'):
+                with contextlib.suppress(ApiError):   # busy: next round
+                    box.api.delete(f'/v2/lbaas/loadbalancers/{lb_id}'
+                                   '?cascade=true')
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f'load balancers not removed in {timeout} '
+                                 f's: {sorted(left)}')
+        time.sleep(0.2)
+
+
 def api_answers(box):
     return OctaviaApi(box.api_url, timeout=2).answering()
 
@@ -126,7 +170,7 @@ STARTS = [('start', 'worker'), ('start', 'api'),
 
 
 def test_preflight_refuses_pending_and_bad_input_posts_nothing(
-        box, upgrade):
+        box, own_lbs, upgrade):
     up = upgrade()
     proc = up.cli('submit', 'cold-upgrade', '--param', 'nosuch=1')
     assert proc.returncode == 2 and 'unknown parameter' in proc.stderr
@@ -134,7 +178,7 @@ def test_preflight_refuses_pending_and_bad_input_posts_nothing(
                   'image_file=/nonexistent.qcow2')
     assert proc.returncode == 2 and 'is not a file' in proc.stderr
     assert up.cli('list', '--all', '-f', 'value', check=0).stdout == ''
-    [busy] = seed.seed_api(box.api, 1)
+    [busy] = own_lbs(1)
     box.inject(delays={'compute.build': 6.0})
     try:
         box.connect().load_balancer.failover_load_balancer(busy)
@@ -151,9 +195,13 @@ def test_preflight_refuses_pending_and_bad_input_posts_nothing(
 
 
 def test_cold_upgrade_survives_kills_at_gate_and_during_db_upgrade(
-        box, upgrade):
+        box, own_lbs, upgrade):
     up = upgrade(board=True)
-    lbs = seed.seed_api(box.api, 2, topology='SINGLE')
+    # Nothing another test left may make the pre-flight refuse.
+    assert not [lb for lb in box.api.list_all('/v2/lbaas/loadbalancers',
+                                              'loadbalancers')
+                if lb['provisioning_status'].startswith('PENDING_')]
+    lbs = own_lbs(2)
     image_file = up.tmp / 'amphora-new.qcow2'
     image_file.write_bytes(b'QFI\xfb' + b'\0' * 4096)
     up.fail_once.write_text('start health-manager')
