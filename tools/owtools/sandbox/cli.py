@@ -20,6 +20,7 @@ line on stderr (start-up failures add the tail of the failing log).
 
 import argparse
 import json
+import re
 import sys
 import time
 
@@ -103,6 +104,14 @@ def _parser():
     return p
 
 
+def masked(url):
+    """``url`` with its password shown as ``***`` (what this prints may
+    end up in a terminal log, a CI log or a bug report)."""
+    if not isinstance(url, str):
+        return url
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 def _running(args):
     sb = Sandbox(args.name, args.dir)
     if not sb.api_url or not sb.status()["running"]:
@@ -121,7 +130,7 @@ def _cmd_start(args):
     print(f"API         {sb.api_url}")
     if sb.standin_url:
         print(f"stand-in    {sb.standin_url}")
-    print(f"database    {sb.db_url}")
+    print(f"database    {masked(sb.db_url)}")
     print(f"clouds.yaml {sb.clouds_yaml} (cloud {sb.cloud_name})")
     if args.no_user_clouds:
         print(f"use: export OS_CLIENT_CONFIG_FILE={sb.clouds_yaml}")
@@ -132,12 +141,15 @@ def _cmd_start(args):
 def _cmd_stop(args):
     sb = Sandbox(args.name, args.dir)
     stopped = sb.stop()
-    print(f"sandbox {args.name}: stopped {len(stopped)} process(es)")
+    print(f"sandbox: cloud {args.name} stopped ({len(stopped)} "
+          f"process(es))")
     return 0
 
 
 def _cmd_status(args):
     st = Sandbox(args.name, args.dir).status()
+    for key in ("db_url", "transport_url"):
+        st[key] = masked(st.get(key))
     if args.json:
         print(json.dumps(st, indent=2))
     else:

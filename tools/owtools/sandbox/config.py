@@ -135,19 +135,78 @@ def _load(path):
     return data
 
 
-def merge_user_cloud(cloud_name, entry, path=None):
-    """Add or replace ``cloud_name`` in the user's clouds.yaml."""
+def is_sandbox_entry(entry):
+    """True if a clouds.yaml entry is one a sandbox wrote (auth none, the
+    load-balancer endpoint on loopback)."""
+    return (isinstance(entry, dict) and entry.get("auth_type") == "none"
+            and str(entry.get("load_balancer_endpoint_override", ""))
+            .startswith("http://127.0.0.1:"))
+
+
+def _write_atomic(path, data, mode=0o600):
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
+
+
+def merge_user_cloud(cloud_name, entry, path=None, keep=None):
+    """Add ``cloud_name`` to the user's clouds.yaml, leaving the other
+    clouds as they are.
+
+    Refuses (SandboxError) to replace an entry of that name that no
+    sandbox wrote.  ``keep``: a file where the user's clouds.yaml is
+    saved byte for byte first (comments included), for
+    :func:`restore_user_cloud`.  Returns (path, sha256 of what was
+    written).
+    """
     path = path or user_clouds_yaml()
     data = _load(path)
     clouds = data.setdefault("clouds", {}) or {}
     data["clouds"] = clouds
+    old = clouds.get(cloud_name)
+    if old is not None and not is_sandbox_entry(old):
+        raise SandboxError(
+            f"{path} already has a cloud {cloud_name!r} that is not a "
+            f"sandbox's; start with --name OTHER or --no-user-clouds")
+    if keep is not None:
+        if path.exists():
+            keep.write_bytes(path.read_bytes())
+            keep.chmod(0o600)
+        else:
+            keep.unlink(missing_ok=True)
     clouds[cloud_name] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, default_flow_style=False))
-    tmp.chmod(0o600)
-    os.replace(tmp, path)
-    return path
+    text = yaml.safe_dump(data, default_flow_style=False,
+                          sort_keys=False).encode()
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    _write_atomic(path, text, mode)
+    return path, hashlib.sha256(text).hexdigest()
+
+
+def restore_user_cloud(cloud_name, api_url, path, written_sha=None,
+                       keep=None):
+    """Take this sandbox's entry out of the user's clouds.yaml.
+
+    If the file is still exactly what :func:`merge_user_cloud` wrote, it
+    gets back its earlier bytes (``keep``; removed if there was no file
+    before); otherwise only this sandbox's entry is dropped, the other
+    clouds left as they are.
+    """
+    path = Path(path)
+    try:
+        current = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    if written_sha and hashlib.sha256(current).hexdigest() == written_sha:
+        if keep is not None and keep.exists():
+            _write_atomic(path, keep.read_bytes(),
+                          path.stat().st_mode & 0o777)
+            keep.unlink()
+        else:
+            path.unlink()
+        return True
+    return remove_user_cloud(cloud_name, api_url, path)
 
 
 def remove_user_cloud(cloud_name, api_url, path=None):
@@ -160,8 +219,7 @@ def remove_user_cloud(cloud_name, api_url, path=None):
     if not entry or entry.get("load_balancer_endpoint_override") != api_url:
         return False
     del clouds[cloud_name]
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, default_flow_style=False))
-    tmp.chmod(0o600)
-    os.replace(tmp, path)
+    _write_atomic(path, yaml.safe_dump(data, default_flow_style=False,
+                                       sort_keys=False).encode(),
+                  path.stat().st_mode & 0o777)
     return True

@@ -183,7 +183,7 @@ class Sandbox:
         self.state["started_at"] = time.time()
         self.state["startup_seconds"] = round(time.monotonic() - t0, 2)
         self._save_state()
-        say(f"sandbox {self.name} up in {self.state['startup_seconds']}s:"
+        say(f"cloud {self.name} up in {self.state['startup_seconds']}s:"
             f" {self.api_url}")
         return self
 
@@ -396,8 +396,16 @@ class Sandbox:
         entry = config.cloud_entry(self.api_url, self.standin_url)
         config.write_clouds_yaml(self.clouds_yaml, self.cloud_name, entry)
         if user_clouds:
-            self.state["user_clouds_yaml"] = str(
-                config.merge_user_cloud(self.cloud_name, entry))
+            path, written = config.merge_user_cloud(
+                self.cloud_name, entry, keep=self._user_clouds_keep)
+            self.state["user_clouds_yaml"] = str(path)
+            self.state["user_clouds_sha"] = written
+
+    @property
+    def _user_clouds_keep(self):
+        """The user's clouds.yaml as it was before ``start`` (restored by
+        ``stop`` if nothing else changed it meanwhile)."""
+        return self.dir / "user-clouds.yaml.before"
 
     # -- stop / status ---------------------------------------------------
 
@@ -415,8 +423,12 @@ class Sandbox:
         user_file = self.state.get("user_clouds_yaml")
         if user_file and self.api_url:
             try:
-                config.remove_user_cloud(self.cloud_name, self.api_url,
-                                         Path(user_file))
+                config.restore_user_cloud(
+                    self.cloud_name, self.api_url, Path(user_file),
+                    self.state.get("user_clouds_sha"),
+                    self._user_clouds_keep)
+                self.state.pop("user_clouds_yaml", None)
+                self.state.pop("user_clouds_sha", None)
             except SandboxError:
                 if not quiet:
                     raise
