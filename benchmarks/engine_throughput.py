@@ -21,8 +21,8 @@ import time
 import common
 
 from octavia_workflows import conf as ow_conf
-from octavia_workflows.engine import jobboard, jobs, persistence
 from octavia_workflows import workflow as flows_base
+from octavia_workflows.engine import jobboard, jobs, persistence
 from owtools import services
 
 

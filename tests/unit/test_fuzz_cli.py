@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 import pytest
 
-from octavia_workflows.cli import app
 from octavia_workflows import workflow as flows_base
+from octavia_workflows.cli import app
 
 SELFTEST = {'steps', 'step_seconds', 'record_to', 'gate_after'}
 WORKFLOWS = set(flows_base.names())
