@@ -119,7 +119,11 @@ class Conductor:
                 continue
             except Exception:
                 LOG.exception('conductor %s: dispatch failed', self.name)
-            self._stop.wait(poll)
+            if self._free_slots() > 0:
+                # woken at once by a posting where the board can say so
+                self.driver.idle(poll, self._stop)
+            else:
+                self._stop.wait(poll)
         self._drain()
         LOG.info('conductor %s stopped', self.name)
 

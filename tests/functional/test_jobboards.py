@@ -108,6 +108,37 @@ def driver_job_uuid(drv, job_id):
     raise AssertionError(f'{job_id} is not on the board')
 
 
+def test_idle_returns_as_soon_as_a_job_is_posted(driver, board, namespace,
+                                                 request, tmp_path):
+    import threading
+
+    from octavia_workflows.engine.jobboard import base
+
+    assert base.POSTING_WAKEUP in driver.capabilities
+    server = request.getfixturevalue(f'{board}_server')
+    poster = jobboard.fetch(_conf(tmp_path, board_options(
+        board, server, namespace, EXPIRY)))
+    poster.connect()
+    stop = threading.Event()
+    try:
+        driver.idle(0.3, stop)          # subscribes; nothing posted: waits
+        timer = threading.Timer(0.5, poster.post, ('job-w', 'selftest'))
+        began = time.monotonic()
+        timer.start()
+        driver.idle(10, stop)
+        woke = time.monotonic() - began
+        timer.join()
+        assert 0.4 < woke < 3.0, woke
+        assert _posted(driver, 'job-w') is not None
+        # with nothing posted it waits its whole timeout; stop ends it
+        began = time.monotonic()
+        threading.Timer(0.3, stop.set).start()
+        driver.idle(10, stop)
+        assert time.monotonic() - began < 2.0
+    finally:
+        poster.close()
+
+
 def test_renew_never_extends_another_owners_claim(driver):
     driver.post('job-3', 'selftest')
     job = _posted(driver, 'job-3')

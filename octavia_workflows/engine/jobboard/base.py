@@ -15,6 +15,11 @@ Drivers declare capabilities so callers can reason about them:
 
 ``CLAIM_EXPIRY``
     Claims carry a TTL that the owner must renew (Redis).
+``POSTING_WAKEUP``
+    :meth:`JobBoardDriver.idle` returns as soon as a job is posted
+    (Redis: a publish on ``<namespace>.posted``; ZooKeeper: a watch on
+    the board's children), so a new job is claimed at once, not at the
+    conductor's next poll.
 ``SESSION_CLAIMS``
     Claims vanish with the owner's session (ZooKeeper ephemeral nodes);
     renewing is the client's heartbeat, ownership also requires a live
@@ -33,6 +38,7 @@ LOG = logging.getLogger(__name__)
 
 CLAIM_EXPIRY = 'claim-expiry'
 SESSION_CLAIMS = 'session-claims'
+POSTING_WAKEUP = 'posting-wakeup'
 
 
 class JobBoardDriver(abc.ABC):
@@ -119,6 +125,15 @@ class JobBoardDriver(abc.ABC):
                 if job.uuid == board_uuid:
                     return job
         return None
+
+    def idle(self, timeout, stop):
+        """Wait up to ``timeout`` seconds, or until ``stop`` is set, for a
+        job to be posted.  This base waits the whole time; a driver that
+        can be told of postings returns as soon as one arrives, so a
+        conductor claims a new job at once instead of at its next poll.
+        Never raises: a backend error just ends the wait (the next look
+        at the board reports it)."""
+        stop.wait(timeout)
 
     def wait(self, timeout):
         """Block up to ``timeout`` seconds for jobs to appear."""

@@ -7,6 +7,8 @@ anyone's claim).  The redis client is built here, so the board never
 uses TaskFlow's defaults for timeouts or RESP3 probing.
 """
 
+import time
+
 import redis
 from redis import backoff as redis_backoff
 from redis import exceptions as redis_exc
@@ -46,13 +48,52 @@ def _ssl_kwargs(options):
 class RedisDriver(base.JobBoardDriver):
     """Jobboard on Redis (``redis_taskflow_driver``)."""
 
-    capabilities = frozenset([base.CLAIM_EXPIRY])
+    capabilities = frozenset([base.CLAIM_EXPIRY, base.POSTING_WAKEUP])
     backend_errors = (redis_exc.RedisError,)
 
     def __init__(self, conf, name='octavia-workflows'):
         super().__init__(conf, name)
         self.client = None
         self._renew = None
+        self._pubsub = None
+
+    @property
+    def _channel(self):
+        """Where a posting is announced (conductors listen while idle)."""
+        return f'{self.conf.task_flow.jobboard_backend_namespace}.posted'
+
+    def post(self, job_id, workflow):
+        board_uuid = super().post(job_id, workflow)
+        try:
+            self.client.publish(self._channel, board_uuid)
+        except (redis_exc.RedisError, OSError):
+            pass    # only a wake-up: conductors find it at their poll
+        return board_uuid
+
+    def idle(self, timeout, stop):
+        deadline = time.monotonic() + timeout
+        try:
+            if self._pubsub is None:
+                self._pubsub = self.client.pubsub(
+                    ignore_subscribe_messages=True)
+                self._pubsub.subscribe(self._channel)
+            while not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                if self._pubsub.get_message(timeout=min(left, 0.5)):
+                    return
+        except (redis_exc.RedisError, OSError):
+            self._close_pubsub()
+            stop.wait(max(0.0, min(1.0, deadline - time.monotonic())))
+
+    def _close_pubsub(self):
+        if self._pubsub is not None:
+            try:
+                self._pubsub.close()
+            except (redis_exc.RedisError, OSError):
+                pass
+            self._pubsub = None
 
     def describe(self):
         tf = self.conf.task_flow
@@ -117,6 +158,7 @@ class RedisDriver(base.JobBoardDriver):
             self.board.connect()
 
     def close(self):
+        self._close_pubsub()
         super().close()
         if self.client is not None:
             self.client.close()

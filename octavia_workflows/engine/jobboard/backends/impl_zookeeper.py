@@ -12,6 +12,7 @@ as it takes, so a restarted ZooKeeper never leaves a conductor behind.
 """
 
 import threading
+import time
 
 from kazoo import client as kazoo_client
 from kazoo import exceptions as kazoo_exc
@@ -31,13 +32,14 @@ def _as_bool(value):
 class ZookeeperDriver(base.JobBoardDriver):
     """Jobboard on ZooKeeper (``zookeeper_taskflow_driver``)."""
 
-    capabilities = frozenset([base.SESSION_CLAIMS])
+    capabilities = frozenset([base.SESSION_CLAIMS, base.POSTING_WAKEUP])
     backend_errors = (kazoo_exc.KazooException,)
 
     def __init__(self, conf, name='octavia-workflows'):
         super().__init__(conf, name)
         self.client = None
         self._session_ok = threading.Event()
+        self._changed = None
 
     def describe(self):
         tf = self.conf.task_flow
@@ -105,6 +107,29 @@ class ZookeeperDriver(base.JobBoardDriver):
             client=self.client)
         with self.translate('connecting'):
             self.board.connect()
+
+    def idle(self, timeout, stop):
+        # A watch on the board's children wakes us when a job is posted
+        # (also when one is claimed or completed: one look too many).
+        deadline = time.monotonic() + timeout
+        try:
+            if self._changed is None:
+                self._changed = threading.Event()
+                self.client.ChildrenWatch(
+                    self.board.path, lambda children: self._changed.set())
+                self._changed.clear()
+        except (kazoo_exc.KazooException, OSError):
+            self._changed = None
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._changed is None:
+                stop.wait(left)
+                return
+            if self._changed.wait(min(left, 0.5)):
+                self._changed.clear()
+                return
 
     def close(self):
         super().close()
