@@ -11,8 +11,8 @@ it is built by the workflow's oldest factory, as such jobs are resumed.
 
 When this test fails: do not regenerate the file to make it pass.  Keep
 the old factory and its names for jobs already posted, and give the
-changed graph a new factory (see octavia_workflows/workflow.py).  Only a new workflow, a
-new factory or a new sample is added with ``python
+changed graph a new factory (see octavia_workflows/workflow.py).  Only a
+new workflow, a new factory or a new sample is added with ``python
 tests/unit/test_atom_names.py --add NAME``.
 """
 

@@ -5,8 +5,8 @@ from taskflow.persistence import models
 from taskflow.persistence.backends import impl_memory
 
 from octavia_workflows import exceptions
-from octavia_workflows.engine import runner
 from octavia_workflows import workflow as base
+from octavia_workflows.engine import runner
 from octavia_workflows.flows import rotate_images
 
 OLD = 'octavia_workflows.flows.rotate_images:rotate_images_flow'
