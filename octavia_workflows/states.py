@@ -39,6 +39,31 @@ NO_CONTROL = ''
 PAUSE = 'pause'
 CANCEL = 'cancel'
 
+#: The reason of a job paused on the operator's request; an interrupted
+#: foreground run's reason starts with INTERRUPTED.  Any other PAUSED job
+#: not waiting at a gate paused itself (circuit breaker).
+OPERATOR_PAUSE = 'paused by the operator'
+INTERRUPTED = 'interrupted'
+
+#: Who paused a PAUSED job (``show``'s ``paused_by``).
+BY_OPERATOR = 'operator'
+BY_GATE = 'gate'
+BY_JOB = 'job'
+
+
+def paused_by(state, reason, at_gate):
+    """:data:`BY_GATE`, :data:`BY_OPERATOR` or :data:`BY_JOB` for a
+    PAUSED job (None for any other state)."""
+    if state != PAUSED:
+        return None
+    if at_gate:
+        return BY_GATE
+    if (reason or '') == OPERATOR_PAUSE or (reason or '').startswith(
+            INTERRUPTED):
+        return BY_OPERATOR
+    return BY_JOB
+
+
 #: ``(from, to)`` moves of a job.  RUNNING -> RUNNING is a takeover (a
 #: new owner claims a job whose owner died); RUNNING -> PENDING gives a
 #: job back to the board (conductor stopping, transient failure);

@@ -24,6 +24,9 @@ EXIT_TIMEOUT = 3
 #: ``wait`` (and a foreground run) stopped because the job waits PAUSED
 #: at an approval gate: answer it with ``approve`` or ``reject``.
 EXIT_GATE = 4
+#: ``wait`` (and a foreground run) stopped because the job paused itself
+#: (circuit breaker): resume it, or cancel it.
+EXIT_PAUSED = 5
 
 
 class ArgumentParser(argparse.ArgumentParser):

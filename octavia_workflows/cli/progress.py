@@ -65,8 +65,19 @@ def at_gate(job):
     return job['state'] == states.PAUSED and bool(job.get('gate'))
 
 
+def self_paused(job):
+    """True if the job paused itself (circuit breaker)."""
+    return job.get('paused_by') == states.BY_JOB
+
+
 def gate_lines(job):
-    """The approval gate a job waits at, and the commands that answer."""
+    """The approval gate a job waits at, or why it paused itself, and
+    the commands that continue or end it."""
+    if self_paused(job):
+        return [f'the job paused itself: {job["reason"]}',
+                f'see "octavia-workflow report {job["id"]}"; continue with '
+                f'"octavia-workflow resume {job["id"]}" or end it with '
+                f'"octavia-workflow cancel {job["id"]}"']
     if not at_gate(job):
         return []
     return [f'approval needed: {job["gate"]}',
@@ -224,7 +235,8 @@ def follow(get_view, timeout=None, stream=None, interval=0.5, tty=None,
                                        running=running):
                         out.line(line)
                 previous = job
-                if job['state'] in FINAL or at_gate(job) or ended:
+                if (job['state'] in FINAL or at_gate(job)
+                        or self_paused(job) or ended):
                     if tty:
                         for line in gate_lines(job):
                             out.line(line)

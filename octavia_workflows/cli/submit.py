@@ -24,12 +24,14 @@ def show_columns(view):
 
 
 def exit_code(view, timed_out=False):
-    """0 success, 1 failed/cancelled (or paused), 3 timeout, 4 waiting
-    at an approval gate."""
+    """0 success, 1 failed/cancelled (or paused by the operator), 3
+    timeout, 4 waiting at an approval gate, 5 the job paused itself."""
     if timed_out:
         return base.EXIT_TIMEOUT
     if view['state'] == states.PAUSED and view.get('gate'):
         return base.EXIT_GATE
+    if view.get('paused_by') == states.BY_JOB:
+        return base.EXIT_PAUSED
     return (base.EXIT_OK if view['state'] == states.SUCCESS
             else base.EXIT_FAILED)
 
@@ -114,7 +116,7 @@ class Submit(base.ShowOne):
         parser.add_argument('--wait', action='store_true',
                             help='follow the job until it ends (exit 0 '
                             'success, 1 failed/cancelled, 4 waiting at an '
-                            'approval gate)')
+                            'approval gate, 5 the job paused itself)')
         parser.add_argument('--timeout', type=float, default=None,
                             help='with --wait: give up waiting after this '
                             'many seconds (exit 3)')
@@ -175,7 +177,9 @@ class Wait(base.Command):
     A progress bar with ETA on a terminal, plain lines otherwise.  Exit
     0 when the job succeeded, 1 when it failed or was cancelled, 3 on
     timeout, 4 when it waits PAUSED at an approval gate (the gate's
-    message is printed; answer with "approve" or "reject").  Ctrl-C
+    message is printed; answer with "approve" or "reject"), 5 when the
+    job paused itself, e.g. its circuit breaker tripped (the reason is
+    printed; continue with "resume", end it with "cancel").  Ctrl-C
     stops waiting, never the job.
     """
 

@@ -160,8 +160,8 @@ class JobService:
         with ``why``), to be continued with ``resume``."""
         self.records.transition(
             job_id, states.PAUSED, expect=(states.PENDING,), owner=None,
-            reason=f'interrupted ({why}); continue with "octavia-workflow '
-            f'resume {job_id}"')
+            reason=f'{states.INTERRUPTED} ({why}); continue with '
+            f'"octavia-workflow resume {job_id}"')
 
     # -- control ----------------------------------------------------------
     def _job(self, job_id):
@@ -178,7 +178,7 @@ class JobService:
         if job['state'] == states.PENDING and self._unpost(job):
             self.records.transition(
                 job['id'], states.PAUSED, expect=(states.PENDING,),
-                control='', reason='paused by the operator')
+                control='', reason=states.OPERATOR_PAUSE)
         return self.records.get_job(job['id'])
 
     def cancel(self, job_id):
@@ -335,6 +335,7 @@ def view(job, progress, targets=None):
         'finished_at': rec.isoformat(job['finished_at']),
         'reason': job['reason'],
         'gate': None,
+        'paused_by': None,
         'approvals': [],
         'progress': {k: progress[k] for k in
                      ('total', 'done', 'failed', 'skipped', 'running')},
@@ -342,6 +343,8 @@ def view(job, progress, targets=None):
     gate = gates.parse(job['gate'])
     if job['state'] == states.PAUSED:
         out['gate'] = gates.message(gate)
+    out['paused_by'] = states.paused_by(job['state'], job['reason'],
+                                        bool(out['gate']))
     out['approvals'] = sorted(
         ({'gate': key, 'at': value.get('at'), 'by': value.get('by')}
          for key, value in gate['approved'].items()),

@@ -191,7 +191,7 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
             states.CANCELLED, 'cancelled before it started'))
     if job['control'] == states.PAUSE:
         return _settle(records, job_id, claim,
-                       Outcome(states.PAUSED, 'paused by the operator'))
+                       Outcome(states.PAUSED, states.OPERATOR_PAUSE))
     executor = None
     done = threading.Event()
     try:
@@ -328,7 +328,7 @@ def _outcome(engine, context, records, job_id, stop_event):
     if job is not None and job['control'] == states.CANCEL:
         return Outcome(states.CANCELLED, 'cancelled by the operator')
     if job is not None and job['control'] == states.PAUSE:
-        return Outcome(states.PAUSED, 'paused by the operator')
+        return Outcome(states.PAUSED, states.OPERATOR_PAUSE)
     return Outcome(states.PENDING, 'conductor stopping', release=True)
 
 

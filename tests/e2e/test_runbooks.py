@@ -223,6 +223,13 @@ def test_breaker_pauses_resume_continues_cancel_ends_cleanly(
     finally:
         sandbox.clear_injection()
     assert 'circuit breaker: 2 target(s) failed' in paused['reason']
+    assert paused['paused_by'] == 'job'
+    # wait returns at once on a job that paused itself: exit 5, with the
+    # reason and the commands that continue or end it
+    waited = rb.cli('wait', job_id, '--timeout', '30', check=5)
+    assert 'the job paused itself: circuit breaker' in waited.stderr
+    assert f'octavia-workflow resume {job_id}' in waited.stderr
+    assert f'octavia-workflow cancel {job_id}' in waited.stderr
     lbs = [t['target'] for t in paused['targets']]   # plan order
     assert sorted(lbs) == sorted(seeded)
     report = rb.report(job_id)

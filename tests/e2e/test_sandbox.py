@@ -26,6 +26,17 @@ def _wait_active(conn, lb_id, timeout=60):
     raise AssertionError(f'{lb_id} not settled after {timeout} s')
 
 
+def _wait_amphorae_settled(conn, lb_id, timeout=30):
+    transient = ('PENDING_CREATE', 'PENDING_DELETE', 'BOOTING')
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        amps = list(conn.load_balancer.amphorae(loadbalancer_id=lb_id))
+        if not any(a.status in transient for a in amps):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f'amphorae of {lb_id} not settled in {timeout} s')
+
+
 def test_clouds_yaml_reaches_the_api(sandbox):
     conn = sandbox.connect()
     names = {f.name for f in conn.load_balancer.flavors()}
@@ -71,6 +82,10 @@ def test_injected_failure_ends_failover_in_error(sandbox):
         assert _wait_active(conn, lb_id) == 'ERROR'
     finally:
         sandbox.clear_injection()
+    # the worker marks the load balancer ERROR before its failed flow has
+    # finished reverting (the new amphora is still being cleaned up): a
+    # second failover started meanwhile can trip over it
+    _wait_amphorae_settled(conn, lb_id)
     conn.load_balancer.failover_load_balancer(lb_id)
     assert _wait_active(conn, lb_id) == 'ACTIVE'
 

@@ -201,3 +201,41 @@ def test_follow_stops_at_a_gate_and_prints_how_to_answer():
     assert submit.exit_code(last) == 4
     assert submit.exit_code(_view('PAUSED', reason='paused')) == 1
     assert 'approval needed: upgrade now' in progress.bar_line(last, None)
+
+
+def test_follow_stops_when_the_job_paused_itself_and_exits_5():
+    import io
+
+    from octavia_workflows import states
+    from octavia_workflows.cli import progress, submit
+
+    reason = 'circuit breaker: 2 target(s) failed (max_failures=2)'
+    paused = dict(_view('PAUSED', reason=reason),
+                  paused_by=states.paused_by('PAUSED', reason, False))
+    assert paused['paused_by'] == 'job'
+    views = iter([_view('RUNNING'), paused])
+    out = io.StringIO()
+    last, timed_out = progress.follow(lambda: next(views), stream=out,
+                                      interval=0, tty=False, timeout=30)
+    assert not timed_out and last is paused
+    lines = out.getvalue().splitlines()
+    assert lines[1:] == [
+        f'job J1: PAUSED ({reason})',
+        f'the job paused itself: {reason}',
+        'see "octavia-workflow report J1"; continue with "octavia-workflow '
+        'resume J1" or end it with "octavia-workflow cancel J1"']
+    assert submit.exit_code(last) == 5
+
+
+def test_who_paused_a_job():
+    from octavia_workflows import states
+
+    assert states.paused_by('PAUSED', states.OPERATOR_PAUSE, False) == \
+        'operator'
+    assert states.paused_by('PAUSED', 'interrupted (conductor stopping); '
+                            'continue with ...', False) == 'operator'
+    assert states.paused_by('PAUSED', 'waiting for approval at gate g',
+                            True) == 'gate'
+    assert states.paused_by('PAUSED', 'circuit breaker: 1 target(s) '
+                            'failed', False) == 'job'
+    assert states.paused_by('RUNNING', 'circuit breaker', False) is None
