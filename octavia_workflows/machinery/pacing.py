@@ -179,6 +179,19 @@ class Expected:
             return self._mean
 
 
+def ratio_should_trip(outcomes, max_ratio, window):
+    """True when the last ``window`` of ``outcomes`` (True: failed, in
+    the order the targets finished, since the breaker last tripped) hold
+    at least ``max_ratio`` failures.  Fewer than ``window`` outcomes
+    never trip it; ``max_ratio`` None disables it."""
+    if max_ratio is None or not window:
+        return False
+    recent = list(outcomes)[-int(window):]
+    if len(recent) < window:
+        return False
+    return sum(1 for failed in recent if failed) >= max_ratio * window
+
+
 def breaker_should_trip(failed, trips, max_failures):
     """True when ``failed`` targets reach the next breaker threshold.
 

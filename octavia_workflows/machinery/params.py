@@ -15,6 +15,14 @@ COMMON_PARAMS = (
                    'circuit breaker: pause the job after this many failed '
                    'targets (0: never pause)', default=1, min=0,
                    max=100000),
+    workflow.Param('max_failure_ratio', 'float',
+                   'circuit breaker: also pause the job when at least this '
+                   'share (0..1) of the last breaker_window finished '
+                   'targets failed (unset: no ratio)', min=0, max=1),
+    workflow.Param('breaker_window', 'int',
+                   'how many of the most recent finished targets '
+                   'max_failure_ratio looks at', default=10, min=1,
+                   max=100000),
     workflow.Param('target_timeout', 'float',
                    'seconds one target may take from its start until its '
                    'failover is verified', default=900.0, min=1,

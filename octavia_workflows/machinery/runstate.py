@@ -10,9 +10,12 @@ the run, because every target of a job runs inside one process.
 
 The breaker (:meth:`RunState.breaker`) pauses the job when the failed
 targets reach the next multiple of ``max_failures``
-(:func:`~.pacing.breaker_should_trip`); the failed target that tripped
-it is marked in its record, so after a resume it trips again only after
-``max_failures`` more.
+(:func:`~.pacing.breaker_should_trip`), or when at least
+``max_failure_ratio`` of the last ``breaker_window`` targets that
+finished since it last tripped failed (:func:`~.pacing.
+ratio_should_trip`); the failed target that tripped it is marked in its
+record, so after a resume it trips again only after ``max_failures``
+more, or a window's worth of new outcomes.
 """
 
 import threading
@@ -38,23 +41,46 @@ class RunState:
 
     def breaker(self, context, failed_target):
         """Consult the breaker after ``failed_target`` failed; pause the
-        job if it trips."""
-        limit = context.params.get('max_failures')
-        if not limit:
+        job if it trips (on the count or on the ratio)."""
+        params = context.params
+        limit = params.get('max_failures')
+        ratio = params.get('max_failure_ratio')
+        window = params.get('breaker_window') or 10
+        if not limit and ratio is None:
             return
         with self.breaker_lock:
-            failed = [target.TargetRecord.from_row(r) for r in
-                      context.records.get_targets(context.job_id,
-                                                  states=[states.FAILED])]
+            ended = [target.TargetRecord.from_row(r) for r in
+                     context.records.get_targets(
+                         context.job_id,
+                         states=[states.FAILED, states.DONE])]
+            failed = [r for r in ended if r.state == states.FAILED]
             trips = sum(1 for r in failed if r.breaker_tripped)
-            if not pacing.breaker_should_trip(len(failed), trips, limit):
+            why = None
+            if pacing.breaker_should_trip(len(failed), trips, limit):
+                why = (f'{len(failed)} target(s) failed '
+                       f'(max_failures={limit})')
+            elif pacing.ratio_should_trip(
+                    _since_last_trip(ended), ratio, window):
+                why = (f'{ratio:g} or more of the last {window} finished '
+                       f'targets failed (max_failure_ratio={ratio:g}, '
+                       f'breaker_window={window})')
+            if why is None:
                 return
             context.write_target(failed_target, details=target.progress(
                 breaker_tripped=True))
         context.request_pause(
-            f'circuit breaker: {len(failed)} target(s) failed '
-            f'(max_failures={limit}); see "octavia-workflow report '
+            f'circuit breaker: {why}; see "octavia-workflow report '
             f'{context.job_id}", then resume or cancel', kind='breaker')
+
+
+def _since_last_trip(ended):
+    """Failed-or-not of the finished targets in the order they finished,
+    after the one that last tripped the breaker."""
+    ordered = sorted((r for r in ended if r.finished_at is not None),
+                     key=lambda r: (r.finished_at, r.target))
+    last = max((i for i, r in enumerate(ordered) if r.breaker_tripped),
+               default=-1)
+    return [r.state == states.FAILED for r in ordered[last + 1:]]
 
 
 def for_job(context):
