@@ -33,6 +33,7 @@ import time
 from taskflow import task
 
 from octavia_workflows import exceptions, states
+from octavia_workflows.cloud import wait
 from octavia_workflows.machinery import retry
 from octavia_workflows.machinery.retry import NotYet
 from octavia_workflows.machinery.target import TargetRun
@@ -239,8 +240,6 @@ class WaitForTarget(TargetTask):
         raise NotImplementedError
 
     def execute(self, context):
-        from octavia_workflows.cloud import wait
-
         run = self.lifecycle(context)
         record = run.running()
         if record is None:
