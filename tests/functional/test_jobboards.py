@@ -139,6 +139,48 @@ def test_idle_returns_as_soon_as_a_job_is_posted(driver, board, namespace,
         poster.close()
 
 
+@pytest.fixture
+def zk_driver(zookeeper_server, namespace, tmp_path):
+    conf = _conf(tmp_path, board_options('zookeeper', zookeeper_server,
+                                         namespace, EXPIRY))
+    drv = jobboard.fetch(conf)
+    drv.connect()
+    yield drv
+    drv.close()
+
+
+def test_zookeeper_nodes_are_for_the_digest_identity_alone(
+        zk_driver, zookeeper_server):
+    from kazoo import client as kazoo_client
+    from kazoo import exceptions as kazoo_exc
+
+    driver = zk_driver
+    driver.post('job-acl', 'selftest')
+    job = _posted(driver, 'job-acl')
+    assert driver.claim(job, 'alpha')
+    anonymous = kazoo_client.KazooClient(
+        hosts=f'127.0.0.1:{zookeeper_server.port}')
+    anonymous.start(timeout=10)
+    try:
+        root = driver.board.path
+        nodes = [root] + [f'{root}/{c}' for c in
+                          driver.client.get_children(root)]
+        assert len(nodes) >= 3                  # the job and its claim
+        for node in nodes:
+            acls, _ = driver.client.get_acls(node)
+            assert [a.id.scheme for a in acls] == ['digest'], node
+            with pytest.raises(kazoo_exc.NoAuthError):
+                anonymous.get(node)
+        for node in nodes[1:]:
+            with pytest.raises(kazoo_exc.NoAuthError):
+                anonymous.delete(node)
+        assert _posted(driver, 'job-acl') is None       # still claimed
+        assert driver.owns(job, 'alpha')
+    finally:
+        anonymous.stop()
+        anonymous.close()
+
+
 def test_renew_never_extends_another_owners_claim(driver):
     driver.post('job-3', 'selftest')
     job = _posted(driver, 'job-3')

@@ -1,5 +1,11 @@
 """ZooKeeper jobboard driver (TLS and digest auth).
 
+With digest auth configured (``jobboard_backend_username`` /
+``_password``) every node the board creates -- the namespace, each
+job, each claim -- carries an ACL for that identity alone, so an
+anonymous client can neither read a job nor delete it; a namespace
+left with the open ACL by an earlier release is restricted on connect.
+
 A claim is an ephemeral znode: it lives exactly as long as the claiming
 client's session.  The session timeout is ``jobboard_expiration_time``
 (the server clamps it to 2x..20x its tickTime), so a dead conductor's
@@ -11,18 +17,22 @@ which fences a partitioned conductor.  The client reconnects for as long
 as it takes, so a restarted ZooKeeper never leaves a conductor behind.
 """
 
+import logging
 import threading
 import time
 
 from kazoo import client as kazoo_client
 from kazoo import exceptions as kazoo_exc
 from kazoo import handlers
+from kazoo import security as kazoo_security
 from kazoo.protocol import states as kazoo_states
 from taskflow import exceptions as tf_exc
 from taskflow.jobs.backends import impl_zookeeper as tf_zk
 
 from octavia_workflows import exceptions
 from octavia_workflows.engine.jobboard import base
+
+LOG = logging.getLogger(__name__)
 
 
 def _as_bool(value):
@@ -65,12 +75,13 @@ class ZookeeperDriver(base.JobBoardDriver):
                 if ssl.get(key) not in (None, '', 'None'):
                     kwargs[key] = ssl[key]
         auth = None
-        if tf.jobboard_backend_username or tf.jobboard_backend_password:
+        acl = self._acl()
+        if acl:
             auth = [('digest', f'{tf.jobboard_backend_username or ""}:'
                                f'{tf.jobboard_backend_password or ""}')]
         return kazoo_client.KazooClient(
             hosts=self._hosts(), timeout=float(self.expiry),
-            auth_data=auth,
+            auth_data=auth, default_acl=acl,
             handler=handlers.threading.SequentialThreadingHandler(),
             # Reconnect for as long as it takes (a restarted ZooKeeper must
             # not leave a conductor disconnected for good; a bounded retry
@@ -79,6 +90,31 @@ class ZookeeperDriver(base.JobBoardDriver):
             connection_retry={'max_tries': -1, 'delay': 0.2, 'max_delay': 2},
             command_retry={'max_tries': 3, 'delay': 0.2, 'max_delay': 2},
             **kwargs)
+
+    def _acl(self):
+        """With digest auth configured, every node the board creates is
+        readable and writable by that identity alone (None: open ACL)."""
+        tf = self.conf.task_flow
+        if not (tf.jobboard_backend_username or tf.jobboard_backend_password):
+            return None
+        return [kazoo_security.make_digest_acl(
+            tf.jobboard_backend_username or '',
+            tf.jobboard_backend_password or '', all=True)]
+
+    def _protect_root(self):
+        # A namespace made before this release (or by hand) may carry the
+        # open ACL, which lets anyone delete the jobs under it: take it
+        # over (the open ACL grants us that), best effort.
+        acl = self._acl()
+        if not acl:
+            return
+        try:
+            current, _ = self.client.get_acls(self.board.path)
+            if list(current) != acl:
+                self.client.set_acls(self.board.path, acl)
+        except kazoo_exc.KazooException as exc:
+            LOG.warning('jobboard %s: cannot restrict the ACL of %s: %s',
+                        self.describe(), self.board.path, exc)
 
     def _listener(self, state):
         if state == kazoo_states.KazooState.CONNECTED:
@@ -107,6 +143,7 @@ class ZookeeperDriver(base.JobBoardDriver):
             client=self.client)
         with self.translate('connecting'):
             self.board.connect()
+        self._protect_root()
 
     def idle(self, timeout, stop):
         # A watch on the board's children wakes us when a job is posted
