@@ -236,6 +236,7 @@ def _image(image):
 def _server(server):
     image = server.image or {}
     return {'id': server.id, 'name': server.name, 'status': server.status,
+            'task_state': getattr(server, 'task_state', None),
             'host': server.compute_host,
             'availability_zone': server.availability_zone,
             'image_id': image.get('id') if isinstance(image, dict) else None}

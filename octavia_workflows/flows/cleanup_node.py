@@ -207,6 +207,11 @@ class DeleteServer(steps.TargetTask):
             return None
         cloud = context.cloud()
         try:
+            if record.intent and _deletion_under_way(cloud, self.target):
+                # our earlier call (its conductor died before recording
+                # it) happened: only wait for it
+                target.requested(recovered=True)
+                return None
             if not record.intent:
                 target.intend()
             context.fence()
@@ -218,6 +223,17 @@ class DeleteServer(steps.TargetTask):
             return None
         target.requested()
         return None
+
+
+def _deletion_under_way(cloud, server_id):
+    """True if the server is gone or being deleted (raises CloudError)."""
+    try:
+        server = cloud.get_server(server_id)
+    except exceptions.CloudNotFound:
+        return True
+    return (server.get('status') or '').upper() in ('DELETED',
+                                                   'SOFT_DELETED') or \
+        (server.get('task_state') or '') == 'deleting'
 
 
 class WaitServerGone(steps.TargetTask):

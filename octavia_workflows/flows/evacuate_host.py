@@ -184,9 +184,13 @@ class DisableComputeService(HostTask):
             service = cloud.get_compute_service(host)
             target.begin(before=_service(service))
             record = target.record()
-        before = record.before or {}
-        if before.get('status') == 'disabled':
-            return target.done(after=before)
+            if service.get('status') == 'disabled':
+                return target.done(after=_service(service))
+        else:
+            # run again after a crash: our earlier call may have happened
+            service = cloud.get_compute_service(host)
+            if service.get('status') == 'disabled':
+                return target.done(after=_service(service))
         context.fence()
         service = cloud.disable_compute_service(
             host, disable_reason(context.params, context.job_id))
