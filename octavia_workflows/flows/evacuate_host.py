@@ -36,6 +36,7 @@ from taskflow.patterns import linear_flow
 from octavia_workflows import exceptions, states, workflow
 from octavia_workflows.machinery import (
     amphora,
+    health,
     hosts,
     inventory,
     retry,
@@ -314,7 +315,7 @@ WORKFLOW = workflow.Workflow(
                        'nova-compute service of the host first', default=True),
         workflow.Param('reason', 'str', 'disabled_reason recorded in Nova '
                        '(default: "evacuated by octavia-workflows job ID")'),
-    ) + shared.COMMON_PARAMS,
+    ) + shared.COMMON_PARAMS + health.PARAMS,
     factory='octavia_workflows.flows.evacuate_host:evacuate_host_flow_v2',
     earlier_factories=(
         'octavia_workflows.flows.evacuate_host:evacuate_host_flow',),

@@ -15,7 +15,7 @@ machinery.amphora`).
 """
 
 from octavia_workflows import exceptions, workflow
-from octavia_workflows.machinery import amphora, runstate, shape
+from octavia_workflows.machinery import amphora, health, runstate, shape
 from octavia_workflows.machinery import params as shared
 
 NAME = 'failover-amphorae'
@@ -83,7 +83,7 @@ WORKFLOW = workflow.Workflow(
                        'amphora ids (comma-separated)'),
         workflow.Param('status', 'str', 'fail over every amphora in this '
                        'status', choices=('ERROR',)),
-    ) + shared.FILTER_PARAMS + shared.COMMON_PARAMS,
+    ) + shared.FILTER_PARAMS + shared.COMMON_PARAMS + health.PARAMS,
     factory='octavia_workflows.flows.failover_amphorae:'
     'failover_amphorae_flow_v3',
     earlier_factories=(

@@ -12,7 +12,13 @@ amphorae one after the other.
 import datetime
 
 from octavia_workflows import exceptions, workflow
-from octavia_workflows.machinery import amphora, inventory, runstate, shape
+from octavia_workflows.machinery import (
+    amphora,
+    health,
+    inventory,
+    runstate,
+    shape,
+)
 from octavia_workflows.machinery import params as shared
 
 NAME = 'rotate-certificates'
@@ -112,7 +118,7 @@ WORKFLOW = workflow.Workflow(
                        'within this many days', min=0),
         workflow.Param('all', 'bool', 'rotate every amphora (after a CA '
                        'change)', default=False),
-    ) + shared.FILTER_PARAMS + shared.COMMON_PARAMS,
+    ) + shared.FILTER_PARAMS + shared.COMMON_PARAMS + health.PARAMS,
     factory='octavia_workflows.flows.rotate_certificates:'
     'rotate_certificates_flow_v3',
     earlier_factories=(

@@ -24,6 +24,7 @@ import datetime
 
 from octavia_workflows import exceptions, states, workflow
 from octavia_workflows.machinery import (
+    health,
     inventory,
     lanes,
     runstate,
@@ -130,6 +131,10 @@ def plan(context, params):
     if single:
         notes.append(f'{single} standalone (SINGLE) load balancer(s) have '
                      f'a short outage during their failover')
+    unhealthy = health.plan_note({t.target: t.details.get(
+        'operating_status') for t in targets})
+    if unhealthy:
+        notes.append(unhealthy)
     return workflow.Plan(targets=targets, skipped=skipped, notes=notes)
 
 
@@ -154,7 +159,9 @@ class StartRotation(steps.StartTarget):
         reason = (inventory.lb_skip_reason(lb, amps)
                   or stale_reason(amps, self.details.get('want_image'),
                                   self.details.get('created_before')))
-        return reason, inventory.snapshot(amps)
+        before = inventory.snapshot(amps)
+        before['operating_status'] = lb.get('operating_status')
+        return reason, before
 
 
 class FailoverLoadBalancer(steps.ActOnTarget):
@@ -261,7 +268,7 @@ WORKFLOW = workflow.Workflow(
                        'created more than N days ago', min=0),
         workflow.Param('flavor', 'str', 'only load balancers of this '
                        'Octavia flavor (id or name)'),
-    ) + shared.FILTER_PARAMS + shared.COMMON_PARAMS,
+    ) + shared.FILTER_PARAMS + shared.COMMON_PARAMS + health.PARAMS,
     factory='octavia_workflows.flows.rotate_images:rotate_images_flow_v3',
     earlier_factories=(
         'octavia_workflows.flows.rotate_images:rotate_images_flow',

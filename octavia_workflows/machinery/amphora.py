@@ -13,7 +13,7 @@ What happens on failure: as for every paced step (:mod:`.steps`).
 """
 
 from octavia_workflows import exceptions, states, workflow
-from octavia_workflows.machinery import inventory, lanes, shape, steps
+from octavia_workflows.machinery import health, inventory, lanes, shape, steps
 
 ACTION = 'amphora-failover'
 LB_ACTION = 'lb-failover'
@@ -117,6 +117,10 @@ def plan_notes(targets):
     if single:
         notes.append(f'{single} standalone (SINGLE) load balancer(s) have '
                      f'a short outage during their amphora failover')
+    unhealthy = health.plan_note({t.details.get('lb'): t.details.get(
+        'operating_status') for t in targets if t.details.get('lb')})
+    if unhealthy:
+        notes.append(unhealthy)
     repairs = sum(1 for t in targets if t.action == LB_ACTION)
     if repairs:
         notes.append(f'{repairs} amphora(e) belong to a load balancer in '
@@ -161,6 +165,7 @@ class StartAmphoraFailover(steps.StartTarget):
         if reason:
             return reason, None
         before = inventory.snapshot(siblings)
+        before['operating_status'] = lb.get('operating_status')
         before['amphora'] = self.details['amphora']
         before['via'] = action_for(lb, repair)
         return None, before

@@ -144,6 +144,7 @@ def summary(lb, amphorae):
         'project': lb.get('project_id'),
         'az': zone(lb, amphorae),
         'topology': topo,
+        'operating_status': lb.get('operating_status'),
         'image': ','.join(i for i in images(amphorae) if i) or None,
         'amphorae': [a['id'] for a in live(amphorae)],
     }

@@ -34,7 +34,7 @@ from taskflow import task
 
 from octavia_workflows import exceptions, states
 from octavia_workflows.cloud import wait
-from octavia_workflows.machinery import retry
+from octavia_workflows.machinery import health, retry
 from octavia_workflows.machinery.retry import NotYet
 from octavia_workflows.machinery.target import TargetRun
 
@@ -275,7 +275,33 @@ class WaitForTarget(TargetTask):
         except exceptions.CloudError as exc:
             return retry.retry_later_or(context, exc, run.fail)
         if outcome == states.DONE:
+            failed = self._health(context, run, record, lb, after)
+            if failed is not None:
+                return failed
             # Octavia is done with it: the slot frees at once, so the
             # next target may start while this one is recorded.
             return run.done(after=after, verified=True)
         return run.fail(error, after=after)
+
+    @staticmethod
+    def _health(context, run, record, lb, after):
+        """None when the load balancer serves at least as well as before
+        its failover (:mod:`.health`); FAILED once ``health_timeout``
+        passed without that; NotYet while it may still come back."""
+        timeout = context.params.get('health_timeout')
+        was = (record.before or {}).get('operating_status')
+        now = lb.get('operating_status')
+        if after is not None:
+            after['operating_status'] = now
+        if not timeout or not health.regressed(was, now):
+            return None
+        since = record.details.get('health_since')
+        if since is None:
+            since = time.time()
+            run.note(health_since=since)
+        if time.time() - float(since) < float(timeout):
+            retry.backoff(context, health.POLL)
+            raise NotYet(f'waiting for the health to be back: {was} -> '
+                         f'{now}')
+        return run.fail(f'health regression: {was} -> {now} after failover '
+                        f'(waited {float(timeout):g} s)', after=after)

@@ -47,6 +47,12 @@ class Cloud:
         self.servers = {}
         self.services = {}
         self.calls = collections.Counter()
+        #: operating status a failed-over load balancer reports (None:
+        #: as before), and after how many reads it is ONLINE again
+        #: (None: never)
+        self.health_after = None
+        self.heals_after = None
+        self._sick = {}
         self.points = 0
         self.crash_point = None
         self._pending = {}
@@ -117,11 +123,24 @@ class Cloud:
             return
         del self._pending[lb_id]
         self.lbs[lb_id]['provisioning_status'] = 'ACTIVE'
+        if self.health_after is not None:
+            self.lbs[lb_id]['operating_status'] = self.health_after
+            self._sick[lb_id] = self.heals_after
+
+    def _heal(self, lb_id):
+        if lb_id not in self._sick or self._sick[lb_id] is None:
+            return
+        if self._sick[lb_id] <= 0:
+            del self._sick[lb_id]
+            self.lbs[lb_id]['operating_status'] = 'ONLINE'
+        else:
+            self._sick[lb_id] -= 1
 
     def get_load_balancer(self, lb_id):
         if lb_id not in self.lbs:
             raise exceptions.CloudNotFound(f'load balancer {lb_id}', 404)
         self._settle(lb_id)
+        self._heal(lb_id)
         return dict(self.lbs[lb_id])
 
     def list_load_balancers(self, **filters):

@@ -1,0 +1,54 @@
+"""Health after a failover: service, not only provisioning.
+
+A failover is verified when the load balancer is ACTIVE again with new
+amphorae; that is provisioning.  Whether it serves is what Octavia's
+health manager reports in its ``operating_status``.  The failover
+runbooks record that status before acting (in the target's "before")
+and, once the failover is verified, wait up to ``health_timeout``
+seconds for it to be back to at least what it was.  A load balancer that
+does not get there FAILS its target (``health regression: ONLINE ->
+ERROR after failover``), which counts for the circuit breaker: a bad
+amphora image is not rolled over the fleet.  A load balancer that was
+not ONLINE before is judged against what it was (staying OFFLINE is not
+a regression), and the plan says which ones those are.
+"""
+
+from octavia_workflows import workflow
+
+ONLINE = 'ONLINE'
+
+#: How well an operating status serves (higher is better); a status not
+#: listed is not judged.
+RANK = {'ONLINE': 3, 'NO_MONITOR': 3, 'DRAINING': 2, 'DEGRADED': 2,
+        'OFFLINE': 1, 'ERROR': 0}
+
+#: Seconds between two looks while waiting for the health to come back.
+POLL = 2.0
+
+PARAMS = (
+    workflow.Param('health_timeout', 'float',
+                   'seconds to wait after a verified failover for the load '
+                   'balancer\'s operating status to be back to at least '
+                   'what it was (0: do not check)', default=120.0, min=0,
+                   max=86400),
+)
+
+
+def regressed(before, after):
+    """True if ``after`` serves worse than ``before`` (operating
+    statuses; unknown ones are never a regression)."""
+    if before not in RANK or after not in RANK:
+        return False
+    return RANK[after] < RANK[before]
+
+
+def plan_note(lbs):
+    """The plan's note on load balancers not ONLINE now (None if all
+    are), from ``{lb id: operating status}``."""
+    others = sorted({s for s in lbs.values() if s != ONLINE and s})
+    count = sum(1 for s in lbs.values() if s and s != ONLINE)
+    if not count:
+        return None
+    return (f'{count} load balancer(s) are not ONLINE now '
+            f'({", ".join(others)}): their health after the failover is '
+            f'judged against that, not against ONLINE')
