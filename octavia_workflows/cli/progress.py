@@ -70,7 +70,7 @@ def self_paused(job):
     return job.get('paused_by') == states.BY_JOB
 
 
-def gate_lines(job):
+def stop_lines(job):
     """The approval gate a job waits at, or why it paused itself, and
     the commands that continue or end it."""
     if self_paused(job):
@@ -105,7 +105,7 @@ def events(previous, job, seen=None, running=None):
         if job['reason'] and job['state'] != states.RUNNING:
             line += f' ({job["reason"]})'
         head.append(line)
-        head.extend(gate_lines(job))
+        head.extend(stop_lines(job))
     before = {t['target']: t
               for t in (previous or seen or {}).get('targets', [])}
     total = job['progress']['total']
@@ -238,7 +238,7 @@ def follow(get_view, timeout=None, stream=None, interval=0.5, tty=None,
                 if (job['state'] in FINAL or at_gate(job)
                         or self_paused(job) or ended):
                     if tty:
-                        for line in gate_lines(job):
+                        for line in stop_lines(job):
                             out.line(line)
                     break
                 if deadline is not None and now >= deadline:

@@ -147,7 +147,7 @@ class JobService:
         owner = inline_owner()
         ok = self.records.transition(
             job_id, states.RUNNING, expect=states.UNFINISHED,
-            owner=owner, control='',
+            owner=owner, control=states.NO_CONTROL,
             heartbeat_at=rec.utcnow(),
             started_at=job['started_at'] or rec.utcnow())
         if not ok:
@@ -178,7 +178,7 @@ class JobService:
         if job['state'] == states.PENDING and self._unpost(job):
             self.records.transition(
                 job['id'], states.PAUSED, expect=(states.PENDING,),
-                control='', reason=states.OPERATOR_PAUSE)
+                control=states.NO_CONTROL, reason=states.OPERATOR_PAUSE)
         return self.records.get_job(job['id'])
 
     def cancel(self, job_id):
@@ -196,7 +196,7 @@ class JobService:
             self.records.transition(
                 job['id'], states.CANCELLED,
                 expect=(states.PENDING, states.PAUSED),
-                control='', gate=gates.dump(remaining),
+                control=states.NO_CONTROL, gate=gates.dump(remaining),
                 finished_at=rec.utcnow(), reason='cancelled by the operator')
         return self.records.get_job(job['id'])
 
@@ -222,7 +222,7 @@ class JobService:
         self._answer_gate(job)
         ok = self.records.transition(
             job['id'], states.PENDING, expect=(states.PAUSED,),
-            control='', owner=None, reason=None, attempts=0,
+            control=states.NO_CONTROL, owner=None, reason=None, attempts=0,
             not_before=None, board_job=None)
         if not ok:
             raise exceptions.InvalidJobState(
@@ -294,8 +294,8 @@ class JobService:
                                  gates.operator(), reason)
         ok = self.records.transition(
             job['id'], states.CANCELLED, expect=(states.PAUSED,),
-            control='', gate=gates.dump(new), finished_at=rec.utcnow(),
-            reason=text)
+            control=states.NO_CONTROL, gate=gates.dump(new),
+            finished_at=rec.utcnow(), reason=text)
         if not ok:
             raise exceptions.InvalidJobState(
                 f'job {job["id"]} changed state; try again')

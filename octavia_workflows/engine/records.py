@@ -118,8 +118,8 @@ class Records:
             conn.execute(jobs.insert().values(
                 id=job_id, workflow=workflow, state=states.PENDING, mode=mode,
                 cloud=cloud, parameters=json.dumps(parameters, sort_keys=True),
-                created_at=now, updated_at=now, control='', attempts=0,
-                planned=False))
+                created_at=now, updated_at=now, control=states.NO_CONTROL,
+                attempts=0, planned=False))
 
     def delete_job(self, job_id):
         with self.engine.begin() as conn:

@@ -338,11 +338,11 @@ def _settle(records, job_id, claim, outcome):
     values = dict(reason=outcome.reason)
     if outcome.state in states.FINISHED:
         values['finished_at'] = now
-        values['control'] = ''
+        values['control'] = states.NO_CONTROL
     if outcome.state == states.CANCELLED:
         records.skip_pending(job_id, 'job cancelled')
     if outcome.state == states.PAUSED:
-        values['control'] = ''
+        values['control'] = states.NO_CONTROL
     if outcome.release:
         values['owner'] = None
         values['not_before'] = None
