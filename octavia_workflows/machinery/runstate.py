@@ -48,11 +48,14 @@ class RunState:
         window = params.get('breaker_window') or 10
         if not limit and ratio is None:
             return
+        # the DONE rows matter only to the ratio (a job of thousands of
+        # targets need not load them to count its failures)
+        wanted = [states.FAILED] if ratio is None else [states.FAILED,
+                                                        states.DONE]
         with self.breaker_lock:
             ended = [target.TargetRecord.from_row(r) for r in
-                     context.records.get_targets(
-                         context.job_id,
-                         states=[states.FAILED, states.DONE])]
+                     context.records.get_targets(context.job_id,
+                                                 states=wanted)]
             failed = [r for r in ended if r.state == states.FAILED]
             trips = sum(1 for r in failed if r.breaker_tripped)
             why = None
