@@ -27,18 +27,13 @@ import logging
 import os
 import time
 
-from taskflow import task
-
 from octavia_workflows import exceptions, states
 from octavia_workflows.cloud import upgrade
 from octavia_workflows.flows.cold_upgrade import procedure as cu
-from octavia_workflows.machinery import commands, retry
-from octavia_workflows.machinery.target import TargetRun
+from octavia_workflows.machinery import commands, retry, steps
 
 LOG = logging.getLogger(__name__)
 
-#: Seconds between looks at the API in ``wait-api``.
-API_POLL = 1.0
 #: Seconds between looks at the API in ``wait-api``.
 API_POLL = 1.0
 
@@ -47,26 +42,23 @@ class PreflightRefused(exceptions.OctaviaWorkflowsError):
     """Load balancers are PENDING_*: nothing was stopped."""
 
 
-class Step(task.Task):
-    """One step of the runbook; subclasses implement :meth:`run`."""
+class Step(steps.TargetTask):
+    """One step of the runbook (atom ``cold-upgrade:<target>:step``, not
+    paced); subclasses implement :meth:`run`.  Its revert undoes
+    nothing: a stopped service is not restarted behind the operator's
+    back; the report and the reason say what ran."""
 
+    step = 'step'
+    paced = False
     #: Run again without asking when its conductor died during it.
     rerun_safe = True
 
     def __init__(self, target, action, details):
-        super().__init__(name=f'{cu.NAME}:{target}:step',
-                         requires=['context'])
-        self.target = target
+        super().__init__(cu.NAME, target, details)
         self.action = action
-        self.details = details
-
-    def revert(self, *args, **kwargs):
-        # Nothing is undone: a stopped service is not restarted behind
-        # the operator's back; the report and the reason say what ran.
-        return None
 
     def execute(self, context):
-        target = TargetRun(context, self.target, paced=False)
+        target = self.lifecycle(context)
         record = target.record()
         if record is None or record.state in (states.DONE, states.SKIPPED):
             return record.state if record else None
