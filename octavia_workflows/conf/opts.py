@@ -195,6 +195,28 @@ cloud_opts = [
     ),
 ]
 
+fleet_opts = [
+    cfg.IntOpt(
+        'max_concurrent_failovers',
+        default=0,
+        min=0,
+        help='Most cloud-changing actions (failovers, deletes, resets) in '
+        'flight at once across every job and every conductor sharing the '
+        'jobboard; held on the jobboard backend. 0: unlimited. A target '
+        'that finds the budget spent waits (show: "waiting for the fleet '
+        'budget"); a conductor that dies gives its slots back within the '
+        'claim expiry.',
+    ),
+    cfg.IntOpt(
+        'lock_timeout',
+        default=600,
+        min=0,
+        help='Seconds a target waits for a load balancer (or host) that '
+        'another job is acting on before it is skipped with "in use by '
+        'job <id>". 0: skip at once.',
+    ),
+]
+
 #: (service, unit) in the order the Upgrade Guide stops them.
 COLD_UPGRADE_SERVICES = (
     ('housekeeping', 'octavia-housekeeping'),
@@ -276,5 +298,6 @@ def list_opts():
         ('task_flow', task_flow_opts),
         ('conductor', conductor_opts),
         ('cloud', cloud_opts),
+        ('fleet', fleet_opts),
         ('cold_upgrade', cold_upgrade_opts),
     ]
