@@ -153,8 +153,10 @@ class Persistence:
                 f'persistence database {redact_url(self.url)} is '
                 f'unusable: {_first_line(exc)}') from exc
         if version != records.SCHEMA_VERSION:
-            if self.is_sqlite and version is None:
-                # The embedded single-host store creates itself.
+            if self.is_sqlite and (version is None
+                                   or 0 < version < records.SCHEMA_VERSION):
+                # The embedded single-host store creates and upgrades
+                # itself.
                 self.upgrade()
                 return
             raise exceptions.SchemaMissing(

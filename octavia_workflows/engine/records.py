@@ -19,7 +19,9 @@ import sqlalchemy as sa
 
 from octavia_workflows import states
 
-SCHEMA_VERSION = 1
+#: Version 2 added ``ow_jobs.fence`` (the fencing token), ``ow_jobs.schedule``
+#: (the schedule that posted the job) and the ``ow_schedules`` table.
+SCHEMA_VERSION = 2
 
 #: The action of targets the plan skipped (they get no step in the flow).
 SKIP_ACTION = 'skip'
@@ -52,6 +54,38 @@ jobs = sa.Table(
     sa.Column('not_before', sa.DateTime),
     sa.Column('board_job', sa.String(64)),
     sa.Column('planned', sa.Boolean, nullable=False, default=False),
+    # Advanced by every conductor that starts running the job; each of
+    # the run's writes checks it in its own transaction (version 2).
+    sa.Column('fence', sa.Integer, nullable=False, default=0,
+              server_default='0'),
+    sa.Column('schedule', sa.String(64)),
+)
+
+#: Columns added to ``ow_jobs`` after version 1, as (name, DDL type).
+_ADDED_JOB_COLUMNS = (
+    ('fence', 'INTEGER NOT NULL DEFAULT 0'),
+    ('schedule', 'VARCHAR(64)'),
+)
+
+schedules = sa.Table(
+    'ow_schedules', metadata,
+    sa.Column('name', sa.String(64), primary_key=True),
+    sa.Column('workflow', sa.String(64), nullable=False),
+    sa.Column('cron', sa.String(255), nullable=False),
+    sa.Column('parameters', sa.Text, nullable=False),
+    sa.Column('cloud', sa.String(255)),
+    sa.Column('overlap', sa.String(16), nullable=False),
+    sa.Column('pause_on_failure', sa.Boolean, nullable=False, default=False),
+    sa.Column('paused', sa.Boolean, nullable=False, default=False),
+    sa.Column('paused_reason', sa.Text),
+    # The next fire time not yet handled; moved on by compare-and-set.
+    sa.Column('next_fire', sa.DateTime, nullable=False),
+    sa.Column('last_fire', sa.DateTime),
+    sa.Column('last_job', sa.String(36)),
+    sa.Column('skipped', sa.Integer, nullable=False, default=0),
+    sa.Column('last_skipped', sa.DateTime),
+    sa.Column('created_at', sa.DateTime, nullable=False),
+    sa.Column('updated_at', sa.DateTime, nullable=False),
 )
 
 targets = sa.Table(
@@ -98,11 +132,23 @@ class Records:
 
     # -- schema -----------------------------------------------------------
     def create_schema(self):
+        """Create the tables, or bring a version-1 schema to this one."""
         metadata.create_all(self.engine)
         with self.engine.begin() as conn:
             current = conn.execute(sa.select(sa.func.max(
                 schema_table.c.version))).scalar()
             if current is None:
+                conn.execute(schema_table.insert().values(
+                    version=SCHEMA_VERSION))
+                return
+            if current < 2:
+                have = {c['name'] for c in
+                        sa.inspect(conn).get_columns(jobs.name)}
+                for name, ddl in _ADDED_JOB_COLUMNS:
+                    if name not in have:
+                        conn.execute(sa.text(
+                            f'ALTER TABLE {jobs.name} ADD COLUMN {name} {ddl}'))
+            if current < SCHEMA_VERSION:
                 conn.execute(schema_table.insert().values(
                     version=SCHEMA_VERSION))
 
