@@ -31,6 +31,11 @@ PARAMS = (
                    'balancer\'s operating status to be back to at least '
                    'what it was (0: do not check)', default=120.0, min=0,
                    max=86400),
+    workflow.Param('canary', 'int',
+                   'approval gate after the first N targets: once they have '
+                   'finished, the job waits for "approve" showing their '
+                   'health before and after ("reject" cancels the rest; '
+                   '0: no gate)', default=0, min=0, max=100000),
 )
 
 

@@ -28,8 +28,21 @@ NotYet: the engine suspends with the lane's atom not completed, and the
 next run continues it.  A lost claim raises
 :class:`~octavia_workflows.exceptions.ClaimLost` from the fence and
 stops the lane at once.
+
+The canary (``canary=N``, :class:`Canary`): the lanes of one run share
+one gate that lets the first N targets start and no more; once all N
+have finished, the next target to start asks for approval at gate
+``<workflow>:canary`` with the canary targets' health before and after
+(:meth:`~octavia_workflows.engine.context.RunContext.require_approval`):
+the job pauses there, targets in flight finish, nothing new starts.  The
+question and the answer live in the job's record, so a conductor killed
+while the job waits asks nothing twice and redoes no canary target (they
+are DONE in their records); approved once, the gate passes in every
+later run.
 """
 
+import json
+import threading
 import time
 
 from taskflow import task
@@ -37,6 +50,11 @@ from taskflow.patterns import linear_flow, unordered_flow
 
 from octavia_workflows import exceptions, states
 from octavia_workflows.machinery import retry, shape
+
+#: States of a target that started (it counts for the canary).
+STARTED = (states.RUNNING, states.DONE, states.FAILED)
+#: At most this many canary targets are named in the gate's message.
+NAMED = 10
 
 #: Seconds to wait before running a target's steps again when a pass
 #: left it neither finished nor waiting (it should not happen; it keeps
@@ -53,11 +71,12 @@ class LaneWorker(task.Task):
     target's steps (a :class:`.shape.RunTarget`).
     """
 
-    def __init__(self, workflow, number, items, make_steps):
+    def __init__(self, workflow, number, items, make_steps, canary=None):
         super().__init__(name=f'{workflow}:lane-{number}:work',
                          requires=['context'])
         self.items = items
         self.make_steps = make_steps
+        self.canary = canary
 
     def execute(self, context):
         unfinished = context.records.target_states(
@@ -67,16 +86,28 @@ class LaneWorker(task.Task):
             item['target']) != states.RUNNING)
         for item in order:
             if item['target'] in unfinished:
-                self._drive(context, item)
+                self._drive(context, item,
+                            unfinished[item['target']] == states.PENDING)
         return len(self.items)
 
     def revert(self, *args, **kwargs):
         # Nothing to undo: each target's steps re-check when run again.
         return None
 
-    def _drive(self, context, item):
+    def _drive(self, context, item, pending=False):
         target = item['target']
         steps = self.make_steps(item)
+        gated = pending and self.canary is not None
+        while gated:
+            try:
+                self.canary.admit(context, target)
+                gated = False
+            except exceptions.GateWaiting:
+                raise
+            except retry.NotYet:
+                if context.stopping:
+                    raise
+                time.sleep(IDLE)
         while True:
             try:
                 steps.execute(context)
@@ -101,23 +132,135 @@ class LaneWorker(task.Task):
         return row is not None and row['state'] == states.RUNNING
 
 
+class Canary:
+    """The canary gate the lanes of one run share (see the module
+    docstring): the first ``count`` targets may start; the next one
+    waits until they have all finished and then asks for approval.
+
+    Which targets are the canary is read from the records (a target
+    that started: RUNNING, DONE or FAILED) plus the ones this run let
+    through that have not written their record yet; a target let
+    through and then SKIPPED by its re-check gives its place back.
+
+    If a canary target FAILED, the gate is still asked, but its message
+    says so first (``canary FAILED: ...``): it is never offered as if
+    the canary were healthy.  The circuit breaker, consulted when the
+    target failed, may have paused the job already; a resume then comes
+    to this gate, which asks again.
+    """
+
+    def __init__(self, workflow, count):
+        self.workflow = workflow
+        self.key = f'{workflow}:canary'
+        self.count = int(count)
+        self.passed = False
+        self._lock = threading.Lock()
+        self._admitted = set()
+
+    def admit(self, context, target):
+        """Return if ``target`` may start; raise NotYet while the canary
+        targets are in flight (or the job stops), GateWaiting at the
+        gate."""
+        if self.passed:
+            return
+        with self._lock:
+            if self.passed or target in self._admitted:
+                return
+            if context.stopping:
+                retry.backoff(context)
+                raise retry.NotYet('the job is stopping: no new target '
+                                   'starts')
+            rows = context.records.target_states(context.job_id)
+            started = {t for t, s in rows.items() if s in STARTED}
+            started |= {t for t in self._admitted
+                        if rows.get(t) == states.PENDING}
+            if len(started) < self.count:
+                self._admitted.add(target)
+                return
+            if self._approved(context):
+                self.passed = True
+                return
+            if any(rows.get(t) != states.DONE and rows.get(t) !=
+                   states.FAILED for t in started):
+                raise retry.NotYet(f'canary: waiting for the first '
+                                   f'{self.count} target(s) to finish')
+            left = sum(1 for s in rows.values() if s == states.PENDING)
+            message = self.message(context, started, left)
+        context.require_approval(
+            self.key, message,
+            if_rejected='the canary targets are finished (see the '
+            'report); no other target was started')
+        self.passed = True
+
+    def _approved(self, context):
+        job = context.records.get_job(context.job_id)
+        return bool(job) and self.key in _approvals(job.get('gate'))
+
+    def message(self, context, started, left):
+        """The gate's text: each canary target's health before and
+        after, failed ones first with their error."""
+        rows = [r for r in context.records.get_targets(
+            context.job_id, states=[states.DONE, states.FAILED])
+            if r['target'] in started]
+        rows.sort(key=lambda r: (r['state'] != states.FAILED,
+                                 r.get('seq') or 0))
+        failed = [r for r in rows if r['state'] == states.FAILED]
+        parts = [_health_line(r) for r in rows[:NAMED]]
+        if len(rows) > NAMED:
+            parts.append(f'and {len(rows) - NAMED} more')
+        seen = '; '.join(parts)
+        if failed:
+            return (f'canary FAILED: {len(failed)} of the first '
+                    f'{len(rows)} target(s) failed ({seen}); see the report '
+                    f'before answering: approve continues with the other '
+                    f'{left} target(s) anyway, reject cancels them')
+        return (f'canary: the first {len(rows)} target(s) are verified '
+                f'healthy ({seen}); approve to continue with the other '
+                f'{left} target(s), reject to cancel them')
+
+
+def _approvals(raw):
+    """Approved gate keys in a job's ``gate`` column (JSON; see
+    :mod:`octavia_workflows.engine.gates`)."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except (TypeError, ValueError):
+        return {}
+    approved = data.get('approved') if isinstance(data, dict) else None
+    return approved if isinstance(approved, dict) else {}
+
+
+def _health_line(row):
+    details = row.get('details') or {}
+    was = (details.get('before') or {}).get('operating_status') or '?'
+    now = (details.get('after') or {}).get('operating_status') or '?'
+    line = f'{row["target"]} {row["state"]}: {was} -> {now}'
+    if row['state'] == states.FAILED and row.get('error'):
+        line += f' ({row["error"]})'
+    return line
+
+
 def build(workflow, params, targets, make_steps, key=None):
     """The job's flow: at most ``concurrency`` lanes, one atom each.
 
     ``make_steps(item)`` returns the steps of one planned target (see
     :class:`LaneWorker`); ``key(item)`` groups targets that must share a
-    lane (default: their load balancer).
+    lane (default: their load balancer).  With ``canary`` in the
+    parameters the lanes share one :class:`Canary` (the atoms are the
+    same).
     """
     key = key or (lambda item: item['details'].get('lb') or item['target'])
     split = shape.lanes(targets, params.get('concurrency'), key)
     if not split:
         return linear_flow.Flow(workflow).add(shape.NothingToDo(workflow))
+    canary = Canary(workflow, params['canary']) if params.get('canary') \
+        else None
     flow = unordered_flow.Flow(workflow)
     for number, lane in enumerate(split):
         sub = linear_flow.Flow(f'{workflow}:lane-{number}',
                                retry=retry.Again(
                                    f'{workflow}:lane-{number}:retry'))
-        sub.add(LaneWorker(workflow, number, lane, make_steps))
+        sub.add(LaneWorker(workflow, number, lane, make_steps, canary))
         flow.add(sub)
     return flow
 
