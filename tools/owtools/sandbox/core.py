@@ -6,7 +6,9 @@ under the sandbox directory: MariaDB and RabbitMQ (through
 present), ``octavia-worker`` and the Octavia API (stock pecan app, threaded
 WSGI server); it migrates the ``octavia`` database, waits until the API
 answers and the worker consumes, creates the sandbox flavors and writes a
-clouds.yaml entry. ``stop()`` ends exactly those processes.
+clouds.yaml entry; it also starts Octavia's health manager and the
+amphora-agent stand-in that heartbeats to it (``owtools.sandbox.health``,
+``owtools.sandbox.heartbeats``). ``stop()`` ends exactly those processes.
 """
 
 import importlib.metadata
@@ -160,9 +162,11 @@ class Sandbox:
     # -- start -----------------------------------------------------------
 
     def start(self, *, db_url=None, transport_url=None, user_clouds=True,
-              standin=True, timeout=90.0, debug=True, progress=None):
+              standin=True, timeout=90.0, debug=True, progress=None,
+              health=None):
         """Start everything; returns self. Raises SandboxError on failure
         (with the tail of the failing log), after stopping what it started.
+        ``health``: settings for :meth:`HealthControl.configure`.
         """
         say = progress or (lambda msg: None)
         t0 = time.monotonic()
@@ -174,6 +178,8 @@ class Sandbox:
             sub.mkdir(parents=True, exist_ok=True)
         self.state = {"name": self.name, "dir": str(self.dir), "pids": {},
                       "starts": {}, "services": {}}
+        if health:
+            self.state["health"] = {"settings": dict(health)}
         try:
             self._start(db_url, transport_url, user_clouds, standin,
                         timeout, debug, say, t0)
@@ -236,13 +242,16 @@ class Sandbox:
         if standin:
             self._start_standin()
         self._spawn("worker", [self._bin("octavia-worker"), "--config-file",
-                               str(self.conf_path), "--log-file",
+                               str(self.conf_path),
+                               *self.health().conf_args(), "--log-file",
                                str(self.log_dir / "worker.log")])
         self._spawn("api", [sys.executable, "-m", "owtools.sandbox.apiserver",
                             "--config-file", str(self.conf_path),
                             "--log-file", str(self.log_dir / "api.log")])
         self._save_state()
+        self.health().start(wait=False)
         self._wait_ready(deadline)
+        self.health().wait_ready(deadline)
         self._create_flavors()
         self._write_clouds(user_clouds)
 
@@ -477,6 +486,18 @@ class Sandbox:
                 return server
         raise SandboxError(f"{name} was not started by this sandbox in "
                            "this process")
+
+    def health(self):
+        """A :class:`owtools.sandbox.health.HealthControl`: the health
+        managers and their settings."""
+        from owtools.sandbox.health import HealthControl
+        return HealthControl(self)
+
+    def heartbeat_knobs(self, **knobs):
+        """Set the amphora-agent stand-in's knobs (see
+        :func:`owtools.sandbox.heartbeats.set_knobs`)."""
+        from owtools.sandbox import heartbeats
+        return heartbeats.set_knobs(self.knobs_path, **knobs)
 
     def inject(self, **knobs):
         """Set injection knobs (see :func:`owtools.sandbox.inject.update`)."""

@@ -6,7 +6,7 @@ import time
 
 from octavia.amphorae.drivers.noop_driver import driver as noop
 
-from ow_sandbox_drivers import knobs
+from ow_sandbox_drivers import agentconf, knobs
 
 CONFIGURE_LOG = "configure-calls.jsonl"
 
@@ -41,3 +41,5 @@ class SandboxAmphoraDriver(noop.NoopAmphoraLoadBalancerDriver):
         knobs.hook("amphora.update_amphora_agent_config")
         super().update_amphora_agent_config(amphora, agent_config)
         record_configure(amphora)
+        agentconf.record(getattr(amphora, "compute_id", None), agent_config,
+                         "push")

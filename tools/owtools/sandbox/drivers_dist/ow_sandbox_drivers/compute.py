@@ -18,7 +18,7 @@ import time
 from octavia.common import exceptions
 from octavia.compute.drivers.noop_driver import driver as noop
 
-from ow_sandbox_drivers import knobs, noopdb
+from ow_sandbox_drivers import agentconf, knobs, noopdb
 
 LOG = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ class SandboxComputeDriver(noop.NoopComputeDriver):
                 conn.execute("UPDATE servers SET lb_network_ip=? WHERE"
                              " compute_id=?", (ip, compute_id))
             conn.close()
+        agentconf.record(compute_id, agentconf.from_build(config_drive_files),
+                         "build")
         LOG.info("sandbox: built %s as %s (image %s, zone %s, host %s)",
                  name, compute_id, image_id, zone, host)
         return compute_id
