@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from owtools import services
+from owtools import services, services_sql
 
 
 def _start(request, tmp_path_factory, cls, **kwargs):
@@ -38,6 +38,14 @@ def zookeeper_server(request, tmp_path_factory):
 @pytest.fixture(scope='session')
 def mariadb_server(request, tmp_path_factory):
     return _start(request, tmp_path_factory, services.MariaDBServer)
+
+
+@pytest.fixture(scope='session')
+def postgresql_server(request, tmp_path_factory):
+    server = _start(request, tmp_path_factory,
+                    services_sql.PostgreSQLServer)
+    request.addfinalizer(server.remove)
+    return server
 
 
 @pytest.fixture

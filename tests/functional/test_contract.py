@@ -1,8 +1,9 @@
 """The job lifecycle, the same on every jobboard and persistence backend.
 
 Parametrised over ``board`` (Redis, ZooKeeper) and ``store`` (SQLite,
-MariaDB): submit, claim by a conductor, progress, pause, resume, cancel,
-logbook handling, all through the real console script.
+MariaDB, and PostgreSQL on Redis: see ``PAIRS`` in the conftest):
+submit, claim by a conductor, progress, pause, resume, cancel, logbook
+handling, all through the real console script.
 """
 
 import pytest

@@ -132,11 +132,13 @@ class Service:
                                'tools/bootstrap to install the Debian '
                                'packages')
         log = open(self.log_path, 'ab')
+        kwargs = dict(cwd=self.datadir, env=self._environ(),
+                      start_new_session=True)
+        kwargs.update(self._popen_kwargs())
         with log:
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, cwd=self.datadir,
-                env=self._environ(), start_new_session=True)
+                stderr=subprocess.STDOUT, **kwargs)
         self.pid = self._proc.pid
         self._save()
         deadline = time.monotonic() + (timeout or self.start_timeout)
@@ -213,6 +215,11 @@ class Service:
 
     def _environ(self):
         return dict(os.environ)
+
+    def _popen_kwargs(self):
+        """``subprocess.Popen`` arguments beyond argv and its output:
+        ``cwd``, ``env`` and ``start_new_session`` by default."""
+        return {}
 
     def _ready(self):
         with socket.create_connection(('127.0.0.1', self.port), timeout=1):
