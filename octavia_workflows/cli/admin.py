@@ -79,7 +79,7 @@ class Conductor(base.Command):
 
     def take_action(self, parsed_args):
         from octavia_workflows import exceptions
-        from octavia_workflows.engine import conductor, metrics
+        from octavia_workflows.engine import conductor, fleet_census, metrics
 
         manager = self.app.manager
         conf = manager.conf
@@ -98,9 +98,13 @@ class Conductor(base.Command):
         worker = conductor.Conductor(conf, store, driver, name=name,
                                      workers=workers, listener=stats)
         stats.info.info({'name': worker.name})
+        audit = None
         if conf.conductor.metrics_port is not None:
             stats.serve(conf.conductor.metrics_host,
                         conf.conductor.metrics_port)
+            audit = fleet_census.start(
+                conf, fleet_census.FleetGauges(stats.registry), driver,
+                worker.name, manager.cloud_name)
 
         def on_signal(signum, frame):
             LOG.info('conductor %s: signal %d', worker.name, signum)
@@ -116,6 +120,8 @@ class Conductor(base.Command):
         try:
             worker.run()
         finally:
+            if audit is not None:
+                audit.stop()
             stats.close()
             driver.close()
         return base.EXIT_OK

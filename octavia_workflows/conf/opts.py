@@ -215,6 +215,22 @@ fleet_opts = [
         'another job is acting on before it is skipped with "in use by '
         'job <id>". 0: skip at once.',
     ),
+    cfg.IntOpt(
+        'audit_interval',
+        default=300,
+        min=0,
+        help='Seconds between two fleet censuses a conductor exports as '
+        'octavia_workflows_fleet_* gauges on its metrics endpoint (needs '
+        '[conductor] metrics_port and [cloud] name). One conductor at a '
+        'time takes them (a lease on the jobboard). 0: no census.',
+    ),
+    cfg.StrOpt(
+        'image_tag',
+        default='amphora',
+        help='The image tag Octavia boots amphorae from (its '
+        '[controller_worker] amp_image_tag): "audit" and the fleet gauges '
+        'count the amphorae not on the newest active image carrying it.',
+    ),
 ]
 
 #: (service, unit) in the order the Upgrade Guide stops them.
