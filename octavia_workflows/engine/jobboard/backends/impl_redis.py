@@ -20,7 +20,6 @@ from taskflow.jobs.backends import impl_redis as tf_redis
 
 from octavia_workflows import exceptions
 from octavia_workflows.engine.jobboard import base
-from octavia_workflows.engine.jobboard.backends import fleet_redis
 
 # KEYS[1] = owner key; ARGV[1] = owner; ARGV[2] = TTL in ms.
 _RENEW_SCRIPT = """
@@ -46,11 +45,10 @@ def _ssl_kwargs(options):
     return kwargs
 
 
-class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
+class RedisDriver(base.JobBoardDriver):
     """Jobboard on Redis (``redis_taskflow_driver``)."""
 
-    capabilities = frozenset(
-        [base.CLAIM_EXPIRY, base.POSTING_WAKEUP, base.FLEET])
+    capabilities = frozenset([base.CLAIM_EXPIRY, base.POSTING_WAKEUP])
     backend_errors = (redis_exc.RedisError,)
 
     def __init__(self, conf, name='octavia-workflows'):
