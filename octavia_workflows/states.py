@@ -45,6 +45,11 @@ CANCEL = 'cancel'
 OPERATOR_PAUSE = 'paused by the operator'
 INTERRUPTED = 'interrupted'
 
+#: Why the fleet (the cloud-wide budget, a lock held by another job)
+#: refused a target for now.
+FLEET_BUDGET = 'budget'
+FLEET_LOCKED = 'locked'
+
 #: Who paused a PAUSED job (``show``'s ``paused_by``).
 BY_OPERATOR = 'operator'
 BY_GATE = 'gate'

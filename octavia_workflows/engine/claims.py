@@ -20,6 +20,7 @@ import threading
 import time
 
 from octavia_workflows import exceptions
+from octavia_workflows.engine import coordination
 from octavia_workflows.engine import records as rec
 
 LOG = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class Claim:
         self._stop = threading.Event()
         self._thread = None
         self._last_ok = time.monotonic()
+        #: The run's fleet entries (:mod:`.coordination`), renewed with
+        #: the claim.
+        self.fleet = coordination.Uncoordinated()
 
     @property
     def lost(self):
@@ -92,6 +96,7 @@ class Claim:
             try:
                 if self._renew():
                     self._last_ok = time.monotonic()
+                    self.fleet.keep()
                 else:
                     self.mark_lost('renewal refused')
                     return
@@ -108,10 +113,13 @@ class Claim:
 class BoardClaim(Claim):
     """A jobboard claim held by ``owner``."""
 
-    def __init__(self, job_id, owner, driver, board_job):
+    def __init__(self, job_id, owner, driver, board_job, fleet=None):
         super().__init__(job_id, owner, driver.expiry)
         self.driver = driver
         self.board_job = board_job
+        if fleet is not None:
+            self.fleet = fleet
+            fleet.is_lost = lambda: self.lost
 
     def _owns(self):
         return self.driver.owns(self.board_job, self.owner)

@@ -26,8 +26,9 @@ import threading
 import time
 
 from octavia_workflows import exceptions, states, workflow
-from octavia_workflows.engine import claims, runner
+from octavia_workflows.engine import claims, coordination, runner
 from octavia_workflows.engine import records as rec
+from octavia_workflows.engine.jobboard import base as jobboard_base
 
 LOG = logging.getLogger(__name__)
 
@@ -250,11 +251,21 @@ class Conductor:
             self.listener('finished', job_id=job_id, workflow=name,
                           state=states.FAILED)
             return
-        claim = claims.BoardClaim(job_id, self.name, self.driver, board_job)
+        claim = claims.BoardClaim(job_id, self.name, self.driver, board_job,
+                                  fleet=self._fleet(job_id))
         claim.start()
         with self._lock:
             self._running[job_id] = self._pool.submit(
                 self._run, board_job, job_id, name, claim)
+
+    def _fleet(self, job_id):
+        """The job run's fleet entries on the board (:mod:`.coordination`)."""
+        if jobboard_base.FLEET not in self.driver.capabilities:
+            return None
+        return coordination.Fleet(
+            self.driver, job_id,
+            budget=self.conf.fleet.max_concurrent_failovers,
+            lock_timeout=self.conf.fleet.lock_timeout)
 
     def _run(self, board_job, job_id, workflow, claim):
         def listener(event, **fields):
@@ -272,6 +283,9 @@ class Conductor:
                                      release=True)
         finally:
             claim.stop()
+            if not claim.lost:
+                # a lost claim's entries may be the new owner's now
+                claim.fleet.give_all()
         try:
             if outcome.lost:
                 listener('lost')

@@ -55,6 +55,9 @@ class RunContext:
         self.owner = owner
         self.records = PatientRecords(records, claim)
         self.claim = claim
+        #: The run's fleet budget slots and locks (engine.coordination),
+        #: renewed with the claim.
+        self.fleet = getattr(claim, 'fleet', None)
         self.cloud_name = cloud_name
         self._cloud_factory = cloud_factory
         self._cloud = None

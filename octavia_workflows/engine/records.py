@@ -146,8 +146,8 @@ class Records:
                         sa.inspect(conn).get_columns(jobs.name)}
                 for name, ddl in _ADDED_JOB_COLUMNS:
                     if name not in have:
-                        conn.execute(sa.text(
-                            f'ALTER TABLE {jobs.name} ADD COLUMN {name} {ddl}'))
+                        conn.execute(sa.text(f'ALTER TABLE {jobs.name} '
+                                             f'ADD COLUMN {name} {ddl}'))
             if current < SCHEMA_VERSION:
                 conn.execute(schema_table.insert().values(
                     version=SCHEMA_VERSION))

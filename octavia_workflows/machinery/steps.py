@@ -64,6 +64,18 @@ class TargetTask(task.Task):
         return TargetRun(context, self.target, az=self.details.get('az'),
                          paced=self.paced)
 
+    def fleet_keys(self, context):
+        """What the target acts on, locked for one job at a time across
+        the fleet: its load balancer (``lb:<id>``) and, for the host
+        runbooks, its compute host (``host:<name>``)."""
+        keys = []
+        if self.details.get('lb'):
+            keys.append(f'lb:{self.details["lb"]}')
+        host = self.details.get('host') or context.params.get('host')
+        if host:
+            keys.append(f'host:{host}')
+        return keys
+
 
 class StartTarget(TargetTask):
     """Gate: pacing slot, re-check, "before" snapshot, RUNNING.
@@ -97,10 +109,15 @@ class StartTarget(TargetTask):
             return record.state if record else None
         if record.running and record.started:
             run.adopt()
+            self._hold_adopted(context, run)
             return record.state
         self._wait_for_slot(context, run)
+        grant = self._hold(context, run, record)
+        if isinstance(grant, str):
+            return run.skip(grant)
         try:
-            rechecked, reason, before = self._recheck(context)
+            rechecked, reason, before = self._recheck(
+                context, None if grant is None else grant.released_at)
         except exceptions.CloudError as exc:
             run.withdraw()
             return retry.retry_later_or(context, exc, run.fail)
@@ -109,8 +126,53 @@ class StartTarget(TargetTask):
             raise
         if reason:
             return run.skip(reason)
-        run.begin(before=before, rechecked=rechecked)
+        extra = {'waiting': None} if record.details.get('waiting') else {}
+        run.begin(before=before, rechecked=rechecked, **extra)
         return states.RUNNING
+
+    def _hold(self, context, run, record):
+        """The fleet's grant (None: no fleet); a skip reason once a
+        lock stayed taken past ``[fleet] lock_timeout``; else NotYet
+        (the admission is given back and the target waits, saying why in
+        its record for ``show``)."""
+        try:
+            grant = run.hold(self.fleet_keys(context))
+        except exceptions.BackendUnavailable as exc:
+            run.withdraw()
+            retry.backoff(context)
+            raise NotYet(f'cannot reach the fleet budget: {exc}') from exc
+        except BaseException:
+            run.withdraw()
+            raise
+        if grant is None or grant.granted:
+            return grant
+        run.withdraw()
+        if grant.refused == states.FLEET_LOCKED:
+            if run.waited_for_fleet() >= context.fleet.lock_timeout:
+                return f'in use by job {grant.holder}'
+            why = f'waiting for {grant.key}: in use by job {grant.holder}'
+        else:
+            why = (f'waiting for the fleet budget ({grant.holder} of '
+                   f'{context.fleet.budget} in flight)')
+        if record.details.get('waiting') != why:
+            run.note(waiting=why)
+            record.details['waiting'] = why
+        retry.backoff(context)
+        raise NotYet(why)
+
+    def _hold_adopted(self, context, run):
+        # In flight already (a takeover): count it at once, whatever the
+        # budget says; a lock someone took meanwhile is reported only.
+        try:
+            grant = run.hold(self.fleet_keys(context), force=True)
+        except exceptions.BackendUnavailable as exc:
+            LOG.warning('job %s target %s: cannot re-take its fleet slot: '
+                        '%s', context.job_id, self.target, exc)
+            return
+        if grant is not None and not grant.granted:
+            LOG.warning('job %s target %s: in flight, but %s is locked by '
+                        'job %s', context.job_id, self.target, grant.key,
+                        grant.holder)
 
     def read_ahead(self, context):
         """Read ahead for the next pending targets (:mod:`.readahead`);
@@ -124,12 +186,17 @@ class StartTarget(TargetTask):
             lambda details: self.read(cloud, details),
             busy=context.run.pacer.in_flight)
 
-    def _recheck(self, context):
+    def _recheck(self, context, stale_before=None):
         """``(read_at, skip_reason, before)``: from a read made ahead if
-        it lets the target go, else from fresh reads."""
+        it lets the target go and is newer than ``stale_before`` (when
+        another job last let go of the target's lock), else from fresh
+        reads."""
         ahead = None
         if self.read is not None and context.run is not None:
             ahead = context.run.ahead.take(self.target)
+        if ahead is not None and stale_before is not None and (
+                ahead[0] <= stale_before + 1.0):
+            ahead = None
         if ahead is not None:
             read_at, data = ahead
             reason, before = self.judge(context, data)

@@ -12,7 +12,10 @@ skip.  It owns the target's pacing slot and the circuit breaker, so a
 caller cannot end a target the wrong way: ``done`` frees the slot as
 soon as the outcome is known, ``fail`` consults the breaker before it
 frees the slot (no waiting target starts once the breaker trips),
-``skip`` gives an unused admission back.  A target of a step that is
+``skip`` gives an unused admission back.  It also holds the target's
+share of the fleet (``context.fleet``: a slot of the cloud-wide failover
+budget and the locks on what it acts on, see :meth:`TargetRun.hold`),
+given back once the target's end is recorded.  A target of a step that is
 not paced (``paced=False``: host steps, cold-upgrade, selftest) has no
 slot and does not count for the breaker, as before.
 
@@ -117,6 +120,7 @@ class TargetRun:
         self.az = az
         self.paced = paced and context.run is not None
         self._pacer = context.run.pacer if self.paced else None
+        self._fleet = getattr(context, 'fleet', None) if self.paced else None
 
     # -- reading ----------------------------------------------------------
     def record(self):
@@ -137,9 +141,11 @@ class TargetRun:
         return self._pacer.try_start(self.target, self.az)
 
     def withdraw(self):
-        """An admitted target does not start: give its admission back."""
+        """An admitted target does not start: give its admission (and
+        any fleet slot and locks it took) back."""
         if self._pacer is not None:
             self._pacer.cancel(self.target)
+        self._give()
 
     def adopt(self):
         """A target an earlier run started is in flight again."""
@@ -149,6 +155,27 @@ class TargetRun:
     def _release(self):
         if self._pacer is not None:
             self._pacer.release(self.target)
+
+    # -- the fleet's budget and locks ----------------------------------------
+    def hold(self, keys, force=False):
+        """Take a fleet budget slot and the locks on ``keys`` (all or
+        nothing).  ``force``: the target is in flight already (adopted
+        after a takeover), take its slot whatever the budget says.
+
+        :returns: the grant (``granted``, else ``refused``/``holder``),
+            or None when the run has no fleet.
+        """
+        if self._fleet is None:
+            return None
+        return self._fleet.take(self.target, keys, force=force)
+
+    def waited_for_fleet(self):
+        """Seconds this target has been refused by the fleet so far."""
+        return self._fleet.waited(self.target) if self._fleet else 0.0
+
+    def _give(self):
+        if self._fleet is not None:
+            self._fleet.give(self.target)
 
     # -- moving along -------------------------------------------------------
     def begin(self, before=None, rechecked=None, **extra):
@@ -206,6 +233,7 @@ class TargetRun:
             fields['verified'] = time.time()
         self._release()
         self._end(states.DONE, None, dict(extra, **progress(**fields)))
+        self._give()
         return states.DONE
 
     def fail(self, error, after=None, **extra):
@@ -217,6 +245,7 @@ class TargetRun:
             if after is not None:
                 details.update(progress(after=after))
             self._end(states.FAILED, error, details)
+            self._give()
             if self.paced:
                 self.context.run.breaker(self.context, self.target)
         finally:
@@ -229,6 +258,7 @@ class TargetRun:
         self.withdraw()
         self._release()
         self._end(states.SKIPPED, reason, extra)
+        self._give()
         return states.SKIPPED
 
     def _end(self, state, error, details):

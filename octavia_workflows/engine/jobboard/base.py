@@ -24,21 +24,53 @@ Drivers declare capabilities so callers can reason about them:
     Claims vanish with the owner's session (ZooKeeper ephemeral nodes);
     renewing is the client's heartbeat, ownership also requires a live
     session.
+``FLEET``
+    Fleet coordination on the backend itself, shared by every job and
+    conductor on the board: the failover budget (at most N holders at
+    once), locks on resources (a load balancer, a host) held by one job
+    at a time, and named leases.  Entries expire with the holder's
+    claim: :meth:`JobBoardDriver.fleet_keep` renews them together with
+    the claim (Redis), or they are ephemeral nodes of the session
+    (ZooKeeper).  See :mod:`octavia_workflows.engine.coordination`.
 """
 
 import abc
 import contextlib
+import dataclasses
 import logging
 
 from taskflow import exceptions as tf_exc
 
-from octavia_workflows import exceptions
+from octavia_workflows import exceptions, states
 
 LOG = logging.getLogger(__name__)
 
 CLAIM_EXPIRY = 'claim-expiry'
 SESSION_CLAIMS = 'session-claims'
 POSTING_WAKEUP = 'posting-wakeup'
+FLEET = 'fleet'
+
+#: Why a fleet request was refused.
+BUDGET = states.FLEET_BUDGET
+LOCKED = states.FLEET_LOCKED
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    """The answer to :meth:`JobBoardDriver.fleet_take`.
+
+    ``granted``: everything asked for is now held.  Refused: ``refused``
+    is :data:`BUDGET` (``holder`` is how many slots are in use) or
+    :data:`LOCKED` (``holder`` is the job id holding ``key``).
+    ``released_at``: the latest time (epoch seconds) one of the keys was
+    released by anyone, or None -- a read made before it is stale.
+    """
+
+    granted: bool
+    refused: str | None = None
+    holder: str | None = None
+    key: str | None = None
+    released_at: float | None = None
 
 
 class JobBoardDriver(abc.ABC):
@@ -176,6 +208,47 @@ class JobBoardDriver(abc.ABC):
         with self.translate('completing a job'):
             with contextlib.suppress(tf_exc.NotFound):
                 self.board.consume(job, owner)
+
+    # -- fleet coordination (capability FLEET) ----------------------------
+    def fleet_take(self, member, job_id, keys, budget, force=False):
+        """All or nothing: lock ``keys`` for ``job_id`` and, when
+        ``budget`` > 0, take one of the ``budget`` slots for ``member``.
+
+        Re-entrant: keys already locked by ``job_id`` and a slot already
+        held by ``member`` count as granted.  ``force`` takes the slot
+        even when the budget is spent (a target already in flight,
+        adopted after a takeover, is counted at once).  One round trip
+        on Redis.
+
+        :returns: a :class:`Grant`.
+        """
+        raise NotImplementedError(f'{self.describe()}: no fleet support')
+
+    def fleet_give(self, member, job_id, keys):
+        """Release what :meth:`fleet_take` took (keys only where
+        ``job_id`` holds them); records the release time of each key.
+        Safe to call twice."""
+        raise NotImplementedError(f'{self.describe()}: no fleet support')
+
+    def fleet_keep(self, held):
+        """Renew the entries in ``held`` (``{member: (job_id, keys,
+        budgeted)}``) for another claim expiry; re-adds any the backend
+        lost (a restart without its data)."""
+        raise NotImplementedError(f'{self.describe()}: no fleet support')
+
+    def fleet_in_use(self):
+        """How many budget slots are held right now (on ZooKeeper this
+        includes takers about to back off)."""
+        raise NotImplementedError(f'{self.describe()}: no fleet support')
+
+    def try_lease(self, name, holder, ttl):
+        """Take (or renew) the exclusive lease ``name`` for ``holder``
+        for ``ttl`` seconds; False while another holder has it."""
+        raise NotImplementedError(f'{self.describe()}: no fleet support')
+
+    def release_lease(self, name, holder):
+        """Give up ``name`` if ``holder`` has it."""
+        raise NotImplementedError(f'{self.describe()}: no fleet support')
 
     def remove(self, board_uuid, owner):
         """Remove an unclaimed job (cancel or pause before any conductor).

@@ -20,6 +20,7 @@ from taskflow.jobs.backends import impl_redis as tf_redis
 
 from octavia_workflows import exceptions
 from octavia_workflows.engine.jobboard import base
+from octavia_workflows.engine.jobboard.backends import fleet_redis
 
 # KEYS[1] = owner key; ARGV[1] = owner; ARGV[2] = TTL in ms.
 _RENEW_SCRIPT = """
@@ -45,10 +46,11 @@ def _ssl_kwargs(options):
     return kwargs
 
 
-class RedisDriver(base.JobBoardDriver):
+class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
     """Jobboard on Redis (``redis_taskflow_driver``)."""
 
-    capabilities = frozenset([base.CLAIM_EXPIRY, base.POSTING_WAKEUP])
+    capabilities = frozenset(
+        [base.CLAIM_EXPIRY, base.POSTING_WAKEUP, base.FLEET])
     backend_errors = (redis_exc.RedisError,)
 
     def __init__(self, conf, name='octavia-workflows'):

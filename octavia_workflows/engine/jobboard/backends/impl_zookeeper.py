@@ -31,6 +31,7 @@ from taskflow.jobs.backends import impl_zookeeper as tf_zk
 
 from octavia_workflows import exceptions
 from octavia_workflows.engine.jobboard import base
+from octavia_workflows.engine.jobboard.backends import fleet_zookeeper
 
 LOG = logging.getLogger(__name__)
 
@@ -39,10 +40,12 @@ def _as_bool(value):
     return str(value).lower() in ('1', 'true', 'yes', 'on')
 
 
-class ZookeeperDriver(base.JobBoardDriver):
+class ZookeeperDriver(fleet_zookeeper.ZookeeperFleet,
+                      base.JobBoardDriver):
     """Jobboard on ZooKeeper (``zookeeper_taskflow_driver``)."""
 
-    capabilities = frozenset([base.SESSION_CLAIMS, base.POSTING_WAKEUP])
+    capabilities = frozenset(
+        [base.SESSION_CLAIMS, base.POSTING_WAKEUP, base.FLEET])
     backend_errors = (kazoo_exc.KazooException,)
 
     def __init__(self, conf, name='octavia-workflows'):
