@@ -4,7 +4,8 @@ import json
 
 from octavia_workflows.cli import base, submit
 
-LIST_COLUMNS = ('id', 'workflow', 'state', 'owner', 'progress', 'created')
+LIST_COLUMNS = ('id', 'workflow', 'state', 'owner', 'progress', 'created',
+                'schedule')
 REPORT_COLUMNS = ('target', 'action', 'state', 'before', 'after',
                   'duration', 'attempts', 'error')
 
@@ -19,7 +20,8 @@ class List(base.Lister):
     """List jobs: unfinished ones, or all with --all.
 
     Progress is done/total targets (failed and skipped count as
-    finished).
+    finished); schedule is the schedule that posted the job (empty when
+    it was submitted by hand).
     """
 
     def get_parser(self, prog_name):
@@ -36,7 +38,7 @@ class List(base.Lister):
             finished = p['done'] + p['failed'] + p['skipped']
             rows.append((view['id'], view['workflow'], view['state'],
                          view['owner'] or '', f'{finished}/{p["total"]}',
-                         view['created_at']))
+                         view['created_at'], view['schedule'] or ''))
         return LIST_COLUMNS, rows
 
     def produce_output(self, parsed_args, column_names, data):
@@ -55,7 +57,8 @@ class Show(base.ShowOne):
     """Show a job, its parameters and each target's state.
 
     "-f json" prints one object with id, workflow, state, owner,
-    parameters, created_at, updated_at, progress, gate (the message of
+    parameters, created_at, updated_at, progress, schedule (the
+    schedule that posted the job, else null), gate (the message of
     the approval gate a PAUSED job waits at, else null), approvals and
     targets.
     """
@@ -73,6 +76,8 @@ class Show(base.ShowOne):
             + (f' ({t["error"]})' if t['error'] else '')
             for t in view['targets'])
         extra = [('gate', view['gate'])] if view['gate'] else []
+        if view['schedule']:
+            extra.insert(0, ('schedule', view['schedule']))
         if view['approvals']:
             extra.append(('approvals', '\n'.join(
                 f'{a["gate"]}: {a["at"]} by {a["by"]}'

@@ -334,6 +334,8 @@ def view(job, progress, targets=None):
         'started_at': rec.isoformat(job['started_at']),
         'finished_at': rec.isoformat(job['finished_at']),
         'reason': job['reason'],
+        # the schedule that posted the job (None: submitted by hand)
+        'schedule': job.get('schedule'),
         'gate': None,
         'paused_by': None,
         'approvals': [],
