@@ -26,7 +26,7 @@ import threading
 import time
 
 from octavia_workflows import exceptions, states, workflow
-from octavia_workflows.engine import claims, coordination, runner
+from octavia_workflows.engine import claims, coordination, firing, runner
 from octavia_workflows.engine import records as rec
 from octavia_workflows.engine.jobboard import base as jobboard_base
 
@@ -101,6 +101,9 @@ class Conductor:
         #: still record them as ours (job id -> board job).
         self._orphans = {}
         self._lock = threading.Lock()
+        #: Posts due schedules' jobs (once per fire time across conductors).
+        self._schedules = firing.Firer(
+            self.records, driver, conf.task_flow.jobboard_expiration_time)
 
     # -- lifecycle --------------------------------------------------------
     def run(self):
@@ -111,6 +114,7 @@ class Conductor:
         poll = self.conf.conductor.poll_interval
         while not self._stop.is_set():
             try:
+                self._schedules.tick()      # never raises
                 self._dispatch()
                 self.listener('poll')
             except exceptions.BackendUnavailable as exc:
