@@ -4,11 +4,13 @@ Octavia's adoption procedure: when the control plane moves (new
 health-manager addresses, ``[health_manager] controller_ip_port_list``),
 every amphora must be told, with ``PUT /v2/octavia/amphorae/{id}/config``.
 Until an amphora is reconfigured it sends its heartbeats to the old
-addresses; a health manager that hears nothing from an amphora for
+addresses; a health manager that hears nothing from an amphora for its
 ``heartbeat_timeout`` seconds fails it over -- during an adoption that
 is every amphora at once.  So the runbook refuses to start unless the
-operator confirms ``health_managers_stopped=true`` (a dry run works
-without it and says why it is needed).
+operator confirms ``health_managers_stopped=true``: the health managers
+at the old addresses are stopped, and any new one runs so that it cannot
+fail amphorae over meanwhile (its ``failover_threshold`` set, or a long
+``heartbeat_timeout``).  A dry run works without it and says why.
 
 Targets are the amphorae of the load balancers selected by
 ``loadbalancers``, ``project`` and ``availability_zone`` (default: all),
@@ -33,10 +35,25 @@ What happens on failure:
   ``after.calls`` in the report), so a duplicate shows.
 
 Octavia answers 202 and then works in the background; the configure
-call changes no status that could be polled.  A 202 therefore counts as
-done, and each report row says what was confirmed (the request was
-accepted; the amphora and its load balancer looked healthy afterwards)
-and what was not (that the agent applied the configuration).
+call changes no status that could be polled.  What shows the effect is
+what Octavia's health manager records when a heartbeat arrives:
+``amphora_health.last_update`` in Octavia's database (the API exposes
+no such trace; :mod:`~octavia_workflows.machinery.amphora_health`).
+With ``heartbeat_timeout`` (default 60 s) each target, after its push
+was accepted, waits that long for a heartbeat recorded later than the
+last one before the push -- it can only come from a health manager that
+runs, i.e. a new one -- and is DONE only then; an amphora whose
+heartbeats do not move FAILS (``no heartbeat ... reached a health
+manager within 60 s of the configuration push``) and counts for the
+breaker: typically an agent older than the fix of Octavia bug 2121691,
+which stores the new list but keeps sending to the old addresses until
+it restarts (the plan warns about images built before the first fixed
+release).  That needs ``[octavia_database] connection`` (read-only use)
+on the conductors: without it a real submit, and a job's planning, are
+refused with one line.  ``heartbeat_timeout=0`` pushes without checking
+(then every health manager may stay stopped), and the report says what
+was confirmed (the request was accepted; the amphora and its load
+balancer looked healthy afterwards) and what was not.
 """
 
 import time
@@ -44,6 +61,7 @@ import time
 from octavia_workflows import exceptions, workflow
 from octavia_workflows.machinery import (
     amphora,
+    amphora_health,
     inventory,
     lanes,
     retry,
@@ -58,28 +76,48 @@ ACTION = 'amphora-configure'
 ALLOCATED = 'ALLOCATED'
 #: Longest pause between two tries after a transient error (seconds).
 MAX_RETRY_PAUSE = 30.0
+#: Seconds between two looks for an amphora's heartbeat.
+HEARTBEAT_POLL = 2.0
 
-WHY = ('stop every health manager first: an amphora sends its heartbeats '
-       'to the old health-manager addresses until it is reconfigured, and '
-       'a running health manager fails over each amphora it has not heard '
-       'from for heartbeat_timeout seconds (default 60) -- during an '
-       'adoption, every amphora at once')
+WHY = ('stop every health manager at the old addresses first, and run the '
+       'new ones so that they cannot fail amphorae over during the push '
+       '(set their [health_manager] failover_threshold: amphorae not heard '
+       'from are then marked FAILOVER_STOPPED, and ALLOCATED again when '
+       'their heartbeats arrive; or a heartbeat_timeout longer than the '
+       'job): an amphora sends its heartbeats to the old addresses until it '
+       'is reconfigured, and a running health manager fails over each '
+       'amphora it has not heard from for heartbeat_timeout seconds '
+       '(default 60) -- during an adoption, every amphora at once')
 REFUSAL = (f'{NAME}: refusing to start without --param '
-           f'health_managers_stopped=true (stop every health manager first, '
-           f'or amphorae not heard from for heartbeat_timeout seconds are '
-           f'failed over en masse)')
+           f'health_managers_stopped=true (stop the health managers at the '
+           f'old addresses and guard the new ones first, or amphorae not '
+           f'heard from for heartbeat_timeout seconds are failed over en '
+           f'masse)')
+NO_DATABASE = (f'{NAME}: verifying heartbeats (heartbeat_timeout) needs read '
+               f'access to Octavia\'s database: set [octavia_database] '
+               f'connection on the conductors, or pass --param '
+               f'heartbeat_timeout=0 to push without verifying')
 CONFIRMED = ('Octavia accepted the request (HTTP 202)')
-NOT_CONFIRMED = ('that the amphora agent received and applied the new '
-                 'configuration: Octavia exposes no status for it (the '
-                 'worker log says so; once the health managers run again, '
-                 'the amphora\'s heartbeats reach the new addresses)')
+NOT_CONFIRMED = ('that the amphora agent applied the new configuration '
+                 '(heartbeat_timeout=0: its heartbeats were not checked)')
+
+
+def _verifying(params):
+    return bool(params.get('heartbeat_timeout'))
 
 
 def preflight(context, params, dry_run):
-    """Refuse a real run that lacks the confirmation (a dry run is
-    allowed: its plan explains the confirmation)."""
-    if not dry_run and not params.get('health_managers_stopped'):
+    """Refuse a real run that lacks the confirmation, or that would
+    verify heartbeats without access to Octavia's database (a dry run
+    is allowed: its plan explains both)."""
+    if dry_run:
+        return
+    if not params.get('health_managers_stopped'):
         raise exceptions.InvalidParameter(REFUSAL)
+    conf = getattr(context, 'conf', None)
+    if _verifying(params) and conf is not None and \
+            amphora_health.connection(conf) is None:
+        raise exceptions.InvalidParameter(NO_DATABASE)
 
 
 def amphora_skip_reason(amp, lb):
@@ -129,17 +167,32 @@ def select(inv, zone=None):
     return targets, skipped
 
 
-def plan_notes(params, targets):
+def plan_notes(params, targets, conf=None):
     notes = [WHY]
     if params.get('health_managers_stopped'):
         notes.append('confirmed: health_managers_stopped=true')
     else:
         notes.append('NOT CONFIRMED: submitting this job is refused until '
                      '--param health_managers_stopped=true')
-    notes.append(f'{len(targets)} amphora(e) get PUT /v2/octavia/amphorae/'
-                 f'{{id}}/config; Octavia answers 202 and reports no '
-                 f'result, so the report records what it accepted, not '
-                 f'what the agents applied')
+    timeout = params.get('heartbeat_timeout')
+    if timeout:
+        notes.append(f'{len(targets)} amphora(e) get PUT /v2/octavia/'
+                     f'amphorae/{{id}}/config; after each push the job waits '
+                     f'up to {timeout:g} s for Octavia to record a heartbeat '
+                     f'from that amphora (amphora_health in its database), '
+                     f'which only a running -- new -- health manager can '
+                     f'receive; an amphora whose heartbeats do not move '
+                     f'FAILS; heartbeat_timeout=0 pushes without verifying')
+        if conf is not None and amphora_health.connection(conf) is None:
+            notes.append('NOT READY: [octavia_database] connection is not '
+                         'set, so the heartbeats cannot be read: submitting '
+                         'is refused until it is (or heartbeat_timeout=0)')
+    else:
+        notes.append(f'{len(targets)} amphora(e) get PUT /v2/octavia/'
+                     f'amphorae/{{id}}/config; Octavia answers 202 and '
+                     f'reports no result, and heartbeat_timeout=0: the '
+                     f'report records what it accepted, not what the agents '
+                     f'applied')
     notes.append('amphorae not attached to a load balancer (spares) are '
                  'not included')
     notes.append('start the health managers again once the job has '
@@ -151,16 +204,22 @@ def plan(context, params):
     """The amphorae to reconfigure, in order, and the skipped ones.
 
     :raises InvalidParameter: the job was posted without the
-        confirmation (then nothing is touched).
+        confirmation, or verifies heartbeats on a conductor without
+        access to Octavia's database (then nothing is touched).
     """
-    if not params.get('health_managers_stopped') and \
-            context.job_id is not None:
-        raise exceptions.InvalidParameter(REFUSAL)
-    inv = inventory.load(context.cloud(), params.get('loadbalancers'),
+    if context.job_id is not None:
+        if not params.get('health_managers_stopped'):
+            raise exceptions.InvalidParameter(REFUSAL)
+        if _verifying(params) and \
+                amphora_health.connection(context.conf) is None:
+            raise exceptions.InvalidParameter(NO_DATABASE)
+    cloud = context.cloud()
+    inv = inventory.load(cloud, params.get('loadbalancers'),
                          params.get('project'))
     targets, skipped = select(inv, params.get('availability_zone'))
-    return workflow.Plan(targets=targets, skipped=skipped,
-                     notes=plan_notes(params, targets))
+    notes = plan_notes(params, targets, context.conf)
+    notes += amphora_health.image_notes(cloud, targets)
+    return workflow.Plan(targets=targets, skipped=skipped, notes=notes)
 
 
 # -- tasks -----------------------------------------------------------------
@@ -184,10 +243,15 @@ class StartConfigure(steps.StartTarget):
         reason = amphora_skip_reason(amp, lb)
         if reason:
             return reason, None
-        return None, {'amphora': amp_id, 'status': amp.get('status'),
-                      'lb': lb['id'],
-                      'lb_status': lb.get('provisioning_status'),
-                      'lb_network_ip': amp.get('lb_network_ip')}
+        before = {'amphora': amp_id, 'status': amp.get('status'),
+                  'lb': lb['id'],
+                  'lb_status': lb.get('provisioning_status'),
+                  'lb_network_ip': amp.get('lb_network_ip')}
+        url = amphora_health.connection(context.conf)
+        if _verifying(context.params) and url is not None:
+            before['last_heartbeat'] = amphora_health.last_updates(
+                url, [amp_id])[amp_id]
+        return None, before
 
 
 class ConfigureAmphora(steps.TargetTask):
@@ -299,7 +363,46 @@ class VerifyConfigured(steps.TargetTask):
         if broken:
             return target.fail(f'{" and ".join(broken)} in ERROR after the '
                                f'configure request', after=after)
-        return target.done(after=after)
+        if amp is None or not _verifying(context.params):
+            return target.done(after=after)
+        return self._heartbeat(context, target, record, after)
+
+    def _heartbeat(self, context, target, record, after):
+        """DONE once Octavia recorded a heartbeat later than the last one
+        before the push; FAILED after ``heartbeat_timeout`` without."""
+        amp_id = self.details['amphora']
+        timeout = float(context.params['heartbeat_timeout'])
+        was = (record.before or {}).get('last_heartbeat')
+        url = amphora_health.connection(context.conf)
+        if url is None:
+            return target.fail(f'cannot verify the heartbeats: {NO_DATABASE}',
+                               after=after)
+        try:
+            seen = amphora_health.last_updates(url, [amp_id])[amp_id]
+        except exceptions.CloudError as exc:
+            return retry.retry_later_or(context, exc, lambda e: target.fail(
+                f'cannot verify the heartbeats: {e}', after=after))
+        after['last_heartbeat'] = seen
+        if amphora_health.moved(was, seen):
+            after['confirmed'].append(
+                f'Octavia recorded a heartbeat from the amphora at {seen} '
+                f'(before the push: {was or "never"}): its agent sends to a '
+                f'running health manager')
+            after['not_confirmed'] = []
+            return target.done(after=after)
+        since = float(record.details.get('accepted_at') or time.time())
+        if time.time() - since < timeout:
+            retry.backoff(context, HEARTBEAT_POLL)
+            raise retry.NotYet(f'waiting for a heartbeat from amphora '
+                               f'{amp_id}')
+        after['not_confirmed'] = ['that the amphora agent follows the new '
+                                  'health-manager list']
+        return target.fail(
+            f'no heartbeat from amphora {amp_id} reached a health manager '
+            f'within {timeout:g} s of the configuration push (last recorded: '
+            f'{was or "never"}): its agent did not follow the new '
+            f'health-manager list (an agent older than the fix of Octavia '
+            f'bug 2121691 keeps the old one until it restarts)', after=after)
 
 
 def reconfigure_amphorae_flow_v2(params, targets):
@@ -335,6 +438,10 @@ WORKFLOW = workflow.Workflow(
         workflow.Param('retries', 'int', 'tries again after a transient error '
                        '(5xx, timeout) before an amphora is FAILED', default=3,
                        min=0, max=20),
+        workflow.Param('heartbeat_timeout', 'float', 'seconds to wait after '
+                       'each push for Octavia to record a heartbeat from the '
+                       'amphora (needs [octavia_database] connection; 0: do '
+                       'not verify)', default=60.0, min=0, max=3600),
     ) + shared.FILTER_PARAMS + tuple(
         p for p in shared.COMMON_PARAMS if p.name != 'target_timeout'),
     factory='octavia_workflows.flows.reconfigure_amphorae:'

@@ -286,7 +286,7 @@ def test_reconfigure_amphorae_refuses_then_configures_each_once(
 
         # a confirmed run, interrupted (Ctrl-C) after its first amphora
         run_params = dict(selection, health_managers_stopped='true',
-                          interval=4)
+                          interval=4, heartbeat_timeout=0)
         proc = c.background('inline', 'submit', 'reconfigure-amphorae',
                             *c.params(run_params))
         records = c.records()

@@ -125,7 +125,7 @@ def test_reconfigure_counts_every_push_it_may_have_sent(tmp_path):
         job = fakecloud.Harness(
             fakecloud.store(tmp_path / f'k{crash_at}'), cloud,
             workflow.get('reconfigure-amphorae'),
-            {'health_managers_stopped': True})
+            {'health_managers_stopped': True, 'heartbeat_timeout': 0})
         job.plan()
         cloud.crash_point = crash_at
         crashes = sum(job.drive(item) for item in job.items())
