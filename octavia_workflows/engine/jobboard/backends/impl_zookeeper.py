@@ -15,9 +15,24 @@ cannot confirm the claim, so the fencing check blocks every change until
 the session is back (and the claim still ours) or would have expired,
 which fences a partitioned conductor.  The client reconnects for as long
 as it takes, so a restarted ZooKeeper never leaves a conductor behind.
+
+An ensemble is several ``jobboard_backend_hosts`` (``host`` or
+``host:port``); the client moves to another member when its server dies,
+and the session (and so every claim) survives if a quorum answers within
+the session timeout.  TLS (``jobboard_zookeeper_ssl_options``) goes to
+the servers' ``secureClientPort``.
+
+Failures at connect are one line (``BackendUnavailable``, exit 2 from the
+CLI): a TLS file that does not exist is reported before connecting; a
+TLS handshake refused by every host (wrong CA, no or untrusted client
+certificate, a TLS client on a plain port) is reported at once with the
+handshake's reason instead of retrying until the timeout; a digest
+identity the namespace's ACL does not admit (wrong user name or
+password) is reported as not authorised.
 """
 
 import logging
+import os
 import threading
 import time
 
@@ -40,6 +55,43 @@ def _as_bool(value):
     return str(value).lower() in ('1', 'true', 'yes', 'on')
 
 
+def _caused_by(exc, kind):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class _ConnectionLog(logging.LoggerAdapter):
+    """kazoo's logger for one client: remembers why connection attempts
+    failed (kazoo only logs it, then retries).  Until the first connection
+    (``quiet``) its warnings go to DEBUG: connect() reports the failure in
+    one line; afterwards they are passed on as they are."""
+
+    def __init__(self, logger):
+        super().__init__(logger, {})
+        self.last_error = None
+        self.tls_failures = 0
+        self.quiet = True
+
+    def log(self, level, msg, *args, **kwargs):
+        if level >= logging.WARNING and isinstance(msg, str):
+            if msg.startswith('Connection dropped'):
+                try:
+                    text = msg % args if args else msg
+                except (TypeError, ValueError):
+                    text = msg
+                self.last_error = text.split(': ', 1)[-1]
+                if '[SSL' in text:
+                    self.tls_failures += 1
+            if self.quiet:
+                level = logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
+
+
 class ZookeeperDriver(fleet_zookeeper.ZookeeperFleet,
                       base.JobBoardDriver):
     """Jobboard on ZooKeeper (``zookeeper_taskflow_driver``)."""
@@ -53,6 +105,7 @@ class ZookeeperDriver(fleet_zookeeper.ZookeeperFleet,
         self.client = None
         self._session_ok = threading.Event()
         self._changed = None
+        self._log = _ConnectionLog(logging.getLogger('kazoo.client'))
 
     def describe(self):
         tf = self.conf.task_flow
@@ -67,16 +120,27 @@ class ZookeeperDriver(fleet_zookeeper.ZookeeperFleet,
                          else f'{host}:{tf.jobboard_backend_port}')
         return ','.join(hosts)
 
-    def _make_client(self):
+    def _ssl_kwargs(self):
         tf = self.conf.task_flow
         ssl = dict(tf.jobboard_zookeeper_ssl_options or {})
         kwargs = {}
-        if _as_bool(ssl.get('use_ssl', False)):
-            kwargs['use_ssl'] = True
-            kwargs['verify_certs'] = _as_bool(ssl.get('verify_certs', True))
-            for key in ('keyfile', 'keyfile_password', 'certfile', 'ca'):
-                if ssl.get(key) not in (None, '', 'None'):
-                    kwargs[key] = ssl[key]
+        if not _as_bool(ssl.get('use_ssl', False)):
+            return kwargs
+        kwargs['use_ssl'] = True
+        kwargs['verify_certs'] = _as_bool(ssl.get('verify_certs', True))
+        for key in ('keyfile', 'keyfile_password', 'certfile', 'ca'):
+            if ssl.get(key) not in (None, '', 'None'):
+                kwargs[key] = ssl[key]
+        for key in ('keyfile', 'certfile', 'ca'):
+            if key in kwargs and not os.path.isfile(kwargs[key]):
+                raise exceptions.ConfigError(
+                    f'[task_flow] jobboard_zookeeper_ssl_options {key}: '
+                    f'{kwargs[key]} is not a readable file')
+        return kwargs
+
+    def _make_client(self):
+        tf = self.conf.task_flow
+        kwargs = self._ssl_kwargs()
         auth = None
         acl = self._acl()
         if acl:
@@ -86,6 +150,7 @@ class ZookeeperDriver(fleet_zookeeper.ZookeeperFleet,
             hosts=self._hosts(), timeout=float(self.expiry),
             auth_data=auth, default_acl=acl,
             handler=handlers.threading.SequentialThreadingHandler(),
+            logger=self._log,
             # Reconnect for as long as it takes (a restarted ZooKeeper must
             # not leave a conductor disconnected for good; a bounded retry
             # closes the client for ever).  Commands still fail fast, and
@@ -115,6 +180,8 @@ class ZookeeperDriver(fleet_zookeeper.ZookeeperFleet,
             current, _ = self.client.get_acls(self.board.path)
             if list(current) != acl:
                 self.client.set_acls(self.board.path, acl)
+        except kazoo_exc.NoAuthError:
+            raise                       # not ours: connect() says so
         except kazoo_exc.KazooException as exc:
             LOG.warning('jobboard %s: cannot restrict the ACL of %s: %s',
                         self.describe(), self.board.path, exc)
@@ -125,28 +192,56 @@ class ZookeeperDriver(fleet_zookeeper.ZookeeperFleet,
         else:
             self._session_ok.clear()
 
+    def _start(self):
+        """Start the client: a quorum within the timeout, or one line
+        saying why not (every host refusing TLS fails at once)."""
+        hosts = len(self._hosts().split(','))
+        started = self.client.start_async()
+        deadline = time.monotonic() + max(5.0, float(self.expiry))
+        while not started.wait(0.05):
+            if self._log.tls_failures >= hosts:
+                return (f'TLS handshake failed: {self._log.last_error} '
+                        '(check jobboard_zookeeper_ssl_options)')
+            if time.monotonic() >= deadline:
+                break
+        if self.client.connected:
+            self._log.quiet = False
+            return None
+        return self._log.last_error or 'timed out'
+
     def connect(self):
         tf = self.conf.task_flow
         self.client = self._make_client()
         self.client.add_listener(self._listener)
         try:
-            self.client.start(timeout=max(5.0, float(self.expiry)))
-        except (kazoo_exc.KazooException, OSError,
-                self.client.handler.timeout_exception) as exc:
-            self.client.stop()
-            self.client.close()
+            failure = self._start()
+        except (kazoo_exc.KazooException, OSError) as exc:
+            failure = base._first_line(exc)
+        if failure:
+            self.close()
             raise exceptions.BackendUnavailable(
-                f'jobboard {self.describe()} is unreachable: '
-                f'{base._first_line(exc) or "timed out"}') from exc
+                f'jobboard {self.describe()} is unreachable: {failure}')
         self._session_ok.set()
         self.board = tf_zk.ZookeeperJobBoard(
             self.name,
             {'path': '/' + tf.jobboard_backend_namespace.strip('/'),
              'check_compatible': False},
             client=self.client)
-        with self.translate('connecting'):
-            self.board.connect()
-        self._protect_root()
+        # ZooKeeper accepts any digest identity: a wrong user name or
+        # password shows only as NoAuth on the namespace.
+        try:
+            with self.translate('connecting'):
+                self.board.connect()
+                self._protect_root()
+                self.client.get_children(self.board.path)
+        except exceptions.BackendUnavailable as exc:
+            self.close()
+            if _caused_by(exc, kazoo_exc.NoAuthError):
+                raise exceptions.BackendUnavailable(
+                    f'jobboard {self.describe()}: not authorised to read '
+                    f'{self.board.path} (check jobboard_backend_username '
+                    'and jobboard_backend_password)') from exc
+            raise
 
     def idle(self, timeout, stop):
         # A watch on the board's children wakes us when a job is posted
@@ -175,6 +270,8 @@ class ZookeeperDriver(fleet_zookeeper.ZookeeperFleet,
         super().close()
         if self.client is not None:
             try:
+                # a stop on purpose is no "connection lost" to warn about
+                self.client.state_listeners.clear()
                 self.client.stop()
                 self.client.close()
             except Exception:  # noqa: S110 - closing must never raise
