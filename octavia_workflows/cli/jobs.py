@@ -74,6 +74,7 @@ class Show(base.ShowOne):
         targets = '\n'.join(
             f'{t["target"]}: {t["state"]}'
             + (f' ({t["error"]})' if t['error'] else '')
+            + (f' ({t["waiting"]})' if t.get('waiting') else '')
             for t in view['targets'])
         extra = [('gate', view['gate'])] if view['gate'] else []
         if view['schedule']:

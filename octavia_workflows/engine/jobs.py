@@ -360,5 +360,9 @@ def view(job, progress, targets=None):
             'started_at': rec.isoformat(t['started_at']),
             'finished_at': rec.isoformat(t['finished_at']),
             'error': t['error'],
+            # why a PENDING target does not start yet (the fleet budget,
+            # a load balancer another job holds), else null
+            'waiting': ((t.get('details') or {}).get('waiting')
+                        if t['state'] == states.PENDING else None),
         } for t in targets]
     return out
