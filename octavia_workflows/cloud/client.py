@@ -74,6 +74,12 @@ class Cloud:
             response = getattr(self.conn, service).put(path, json=body)
         errors.check_response(response, what)
 
+    def _delete(self, service, path, what, params=None):
+        with errors.translated(what):
+            response = getattr(self.conn, service).delete(path,
+                                                          params=params)
+        errors.check_response(response, what)
+
     def read_both(self, first, second):
         """``(first(), second())``, the two reads made side by side (one
         round trip instead of two before a target starts).
@@ -122,6 +128,15 @@ class Cloud:
         """
         self._put('load_balancer', f'{LB_PATH}/{lb_id}/failover',
                   f'failover load balancer {lb_id}')
+
+    def delete_load_balancer(self, lb_id, cascade=False):
+        """Ask Octavia to delete a load balancer (``cascade``: with its
+        listeners, pools and members).  Octavia sets it PENDING_DELETE
+        before answering 204; CloudConflict (409) while it is PENDING_*,
+        CloudNotFound once it is gone."""
+        self._delete('load_balancer', f'{LB_PATH}/{lb_id}',
+                     f'delete load balancer {lb_id}',
+                     params={'cascade': 'true'} if cascade else None)
 
     def get_load_balancer_and_amphorae(self, lb_id):
         """``(load balancer, its amphorae)``, read side by side.

@@ -6,6 +6,7 @@ namespace differs (Octavia's own conductors would otherwise claim our
 jobs).  :func:`list_opts` feeds ``oslo-config-generator``.
 """
 
+import copy
 import os
 
 from oslo_config import cfg
@@ -306,6 +307,64 @@ cold_upgrade_opts = [
     ),
 ]
 
+octavia_database_opts = [
+    cfg.StrOpt(
+        'connection',
+        secret=True,
+        help='SQLAlchemy URL of Octavia\'s own database (the one in '
+        'Octavia\'s [database] connection), e.g. '
+        'mysql+pymysql://octavia:pass@host/octavia. Only the repair-stuck '
+        'runbook uses it: to move a load balancer stuck in PENDING_* to '
+        'ERROR by a compare-and-set on its id, status and updated_at. '
+        'Unset: repair-stuck refuses to run. Never stored with a job, '
+        'logged or shown.',
+    ),
+]
+
+#: The [task_flow] options mirrored in [octavia_jobboard] (same names, so
+#: Octavia's own [task_flow] values can be copied over).
+_OCTAVIA_JOBBOARD_MIRRORED = (
+    'jobboard_backend_driver', 'jobboard_backend_hosts',
+    'jobboard_backend_port', 'jobboard_backend_username',
+    'jobboard_backend_password', 'jobboard_redis_backend_db',
+    'jobboard_redis_sentinel', 'jobboard_redis_sentinel_username',
+    'jobboard_redis_sentinel_password',
+    'jobboard_redis_backend_ssl_options',
+    'jobboard_redis_sentinel_ssl_options',
+    'jobboard_zookeeper_ssl_options',
+)
+
+
+def _octavia_jobboard_opts():
+    by_name = {opt.name: opt for opt in task_flow_opts}
+    mirrored = []
+    for name in _OCTAVIA_JOBBOARD_MIRRORED:
+        opt = copy.deepcopy(by_name[name])
+        opt.help = f'Octavia\'s jobboard: as its [task_flow] {name}.'
+        mirrored.append(opt)
+    return [
+        cfg.BoolOpt(
+            'jobboard_enabled',
+            default=False,
+            help='Octavia runs its own jobboard (amphorav2 with its '
+            '[task_flow] jobboard_enabled = True). Then repair-stuck reads '
+            'it (read-only) and leaves alone every load balancer that one '
+            'of Octavia\'s jobs is about: Octavia is still working on it '
+            'or will take it over. Copy the values of Octavia\'s own '
+            '[task_flow] options into this group.',
+        ),
+    ] + mirrored + [
+        cfg.StrOpt(
+            'jobboard_backend_namespace',
+            default='octavia_jobboard',
+            help='Octavia\'s jobboard namespace (its [task_flow] '
+            'jobboard_backend_namespace; Octavia\'s default).',
+        ),
+    ]
+
+
+octavia_jobboard_opts = _octavia_jobboard_opts()
+
 
 def list_opts():
     """Option groups for oslo-config-generator."""
@@ -316,4 +375,6 @@ def list_opts():
         ('cloud', cloud_opts),
         ('fleet', fleet_opts),
         ('cold_upgrade', cold_upgrade_opts),
+        ('octavia_database', octavia_database_opts),
+        ('octavia_jobboard', octavia_jobboard_opts),
     ]

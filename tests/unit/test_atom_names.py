@@ -61,7 +61,7 @@ def _samples():
         name: {'workflow': name, 'params': {}, 'targets': one}
         for name in ('rotate-images', 'failover-amphorae',
                      'rotate-certificates', 'reconfigure-amphorae',
-                     'cleanup-node')}
+                     'cleanup-node', 'repair-stuck')}
     samples['rotate-images-parallel'] = {
         'workflow': 'rotate-images', 'params': {'concurrency': 2},
         'targets': one}
