@@ -7,7 +7,9 @@
 * configure calls (``PUT /v2/octavia/amphorae/{id}/config`` reaching the
   amphora driver), recorded by the sandbox amphora driver;
 * builds and deletions of amphora VMs, recorded by the sandbox compute
-  driver.
+  driver;
+* operating statuses, amphora health and listener statistics, as Octavia's
+  health manager recorded them from the stand-in's heartbeats.
 """
 
 import collections
@@ -84,6 +86,47 @@ class Accounting:
             rows = conn.execute(sa.text(sql + " ORDER BY created_at, id"),
                                 params)
             return [dict(r._mapping) for r in rows]
+
+    def operating_statuses(self, table, ids):
+        """``{id: operating_status}`` of rows of ``table``
+        (``load_balancer``, ``listener``, ``pool`` or ``member``), as
+        Octavia's health manager set them."""
+        if table not in ("load_balancer", "listener", "pool", "member"):
+            raise ValueError(f"no operating status in {table!r}")
+        stmt = sa.text(f"SELECT id, operating_status FROM {table}"
+                       " WHERE id IN :ids").bindparams(
+                           sa.bindparam("ids", expanding=True))
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(
+                stmt, {"ids": list(ids) or [""]})}
+
+    def amphora_health(self, amp_ids=None):
+        """``{amphora_id: (last_update, busy)}`` from Octavia's
+        ``amphora_health`` table (a row exists once the health manager
+        took a heartbeat from that amphora; ``last_update`` is UTC)."""
+        sql = "SELECT amphora_id, last_update, busy FROM amphora_health"
+        params = {}
+        stmt = sa.text(sql)
+        if amp_ids is not None:
+            stmt = sa.text(sql + " WHERE amphora_id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True))
+            params["ids"] = list(amp_ids) or [""]
+        with self.engine.connect() as conn:
+            return {a: (t, bool(b)) for a, t, b in conn.execute(stmt, params)}
+
+    def listener_statistics(self, listener_ids):
+        """``{(listener_id, amphora_id): {bytes_in, bytes_out,
+        total_connections}}``: statistics Octavia stored from heartbeats."""
+        stmt = sa.text(
+            "SELECT listener_id, amphora_id, bytes_in, bytes_out,"
+            " total_connections FROM listener_statistics"
+            " WHERE listener_id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True))
+        with self.engine.connect() as conn:
+            return {(r[0], r[1]): {"bytes_in": r[2], "bytes_out": r[3],
+                                   "total_connections": r[4]}
+                    for r in conn.execute(stmt,
+                                          {"ids": list(listener_ids) or [""]})}
 
     def configure_calls(self):
         """Configure calls in order: dicts with ``time``, ``amphora_id``,

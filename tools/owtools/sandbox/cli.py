@@ -13,6 +13,12 @@
     tools/sandbox inject [--delay POINT=SECONDS]... [--fail POINT=P]...
                          [--field NAME=VALUE]... [--clear] [--show]
     tools/sandbox accounting [--json]
+    tools/sandbox heartbeats [--bad-image ID]... [--silence-lb ID]...
+                         [--silence-amphora ID]... [--max-amphorae N]
+                         [--clear] [--show]
+    tools/sandbox health [--failover-threshold N|none]
+                         [--heartbeat-timeout S] [--health-check-interval S]
+                         [--heartbeat-interval S]
 
 Exit status: 0 ok, 1 the operation failed, 2 bad usage. Errors are one
 line on stderr (start-up failures add the tail of the failing log).
@@ -97,6 +103,30 @@ def _parser():
     ij.add_argument("--clear", action="store_true",
                     help="remove all knobs first")
     ij.add_argument("--show", action="store_true")
+
+    hb = sub.add_parser("heartbeats", parents=[common],
+                        help="amphora-agent stand-in knobs (each option "
+                             "given replaces that list)")
+    hb.add_argument("--bad-image", action="append", metavar="IMAGE_ID",
+                    help="amphorae of this image report members DOWN")
+    hb.add_argument("--silence-lb", action="append", metavar="LB_ID",
+                    help="amphorae of this load balancer stop heartbeating")
+    hb.add_argument("--silence-amphora", action="append",
+                    metavar="AMPHORA_ID", help="this amphora stops "
+                                               "heartbeating")
+    hb.add_argument("--max-amphorae", type=int,
+                    help="at most this many amphorae heartbeat")
+    hb.add_argument("--clear", action="store_true",
+                    help="remove all heartbeat knobs first")
+    hb.add_argument("--show", action="store_true",
+                    help="print the knobs and what each amphora sends")
+
+    hm = sub.add_parser("health", parents=[common],
+                        help="health manager settings (restarts it)")
+    hm.add_argument("--failover-threshold", metavar="N|none")
+    hm.add_argument("--heartbeat-timeout", type=int, metavar="SECONDS")
+    hm.add_argument("--health-check-interval", type=int, metavar="SECONDS")
+    hm.add_argument("--heartbeat-interval", type=int, metavar="SECONDS")
 
     ac = sub.add_parser("accounting", parents=[common],
                         help="amphorae per load balancer, configure calls")
@@ -220,9 +250,52 @@ def _cmd_accounting(args):
     return 0
 
 
+def _cmd_heartbeats(args):
+    from owtools.sandbox import heartbeats
+    sb = Sandbox(args.name, args.dir)
+    lists = {key: value for key, value in (
+        ("bad_images", args.bad_image),
+        ("silent_load_balancers", args.silence_lb),
+        ("silent_amphorae", args.silence_amphora)) if value is not None}
+    knobs = sb.heartbeat_knobs(clear=args.clear,
+                               max_amphorae=args.max_amphorae, **lists)
+    if args.show or not (lists or args.clear or args.max_amphorae):
+        print(json.dumps({"knobs": knobs,
+                          "status": heartbeats.read_status(sb.dir)},
+                         indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_health(args):
+    sb = _running(args)
+    settings = {}
+    if args.failover_threshold is not None:
+        value = args.failover_threshold
+        if value.lower() == "none":
+            settings["failover_threshold"] = None
+        elif value.isdigit():
+            settings["failover_threshold"] = int(value)
+        else:
+            raise ValueError("--failover-threshold takes a number or none")
+    for key in ("heartbeat_timeout", "health_check_interval",
+                "heartbeat_interval"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    health = sb.health()
+    if settings:
+        try:
+            health.configure(**settings)
+        except SandboxError as exc:
+            raise ValueError(str(exc)) from None
+        health.restart()
+    print(json.dumps(health.settings(), indent=2, sort_keys=True))
+    return 0
+
+
 COMMANDS = {"start": _cmd_start, "stop": _cmd_stop, "status": _cmd_status,
             "seed": _cmd_seed, "seed-db": _cmd_seed_db, "inject": _cmd_inject,
-            "accounting": _cmd_accounting}
+            "accounting": _cmd_accounting, "heartbeats": _cmd_heartbeats,
+            "health": _cmd_health}
 
 
 def main(argv=None):

@@ -249,9 +249,10 @@ class Sandbox:
                             "--config-file", str(self.conf_path),
                             "--log-file", str(self.log_dir / "api.log")])
         self._save_state()
-        self.health().start(wait=False)
         self._wait_ready(deadline)
-        self.health().wait_ready(deadline)
+        # After the API and worker: its start-up (imports) would slow
+        # theirs; heartbeats sent before it binds are lost, as UDP is.
+        self.health().start(wait=False)
         self._create_flavors()
         self._write_clouds(user_clouds)
 

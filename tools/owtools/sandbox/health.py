@@ -35,6 +35,7 @@ from owtools.sandbox.config import SandboxError
 HEARTBEAT_KEY = "sandbox-heartbeat-key"   # as in octavia.conf.template
 HEALTH_CONF = "health.conf"
 MAIN = "main"
+WORKER_QUEUE = "octavia_provisioning_v2"
 EXTRA_PORTS = range(3, 7)        # offsets from the API port
 # Fast enough for tests, slow enough for a loaded 2-core machine: an
 # amphora is stale after 5 missed heartbeats.
@@ -124,10 +125,43 @@ class HealthControl:
         current.update(settings)
         self._write_conf()
         self.sb._save_state()
+        if "heartbeat_interval" in settings:
+            self._reload_worker()   # it renders the agent configuration
+
+    def _reload_worker(self, timeout=120.0):
+        """SIGHUP the worker and wait until a new child consumes: the
+        worker mutates its configuration and replaces its children
+        gracefully; a cast the old child takes first still sees the old
+        values (as in a real deployment)."""
+        pid = self.sb.state.get("pids", {}).get("worker")
+        if not (pid and self.sb._alive("worker")):
+            return
+        old = _children(pid)
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = _children(pid)
+            if now and not (now & old) and self._consumers() > 0:
+                return
+            time.sleep(0.2)
+        raise SandboxError("the worker did not reload in time; see "
+                           f"{self.sb.log_dir / 'worker.log'}")
+
+    def _consumers(self):
+        import kombu
+        url = self.sb.transport_url
+        if url.startswith("rabbit://"):
+            url = "amqp://" + url[len("rabbit://"):]
+        try:
+            with kombu.Connection(url, connect_timeout=2) as conn:
+                return conn.channel().queue_declare(
+                    WORKER_QUEUE, passive=True).consumer_count
+        except Exception:
+            return 0
 
     # -- processes ---------------------------------------------------
 
-    def start(self, wait=True, timeout=30.0):
+    def start(self, wait=True, timeout=120.0):
         """Start the main health manager and the heartbeat stand-in."""
         self._write_conf()
         self._spawn_manager(MAIN, self.sb.state["api_port"] + 2)
@@ -196,7 +230,7 @@ class HealthControl:
         self.sb.state.get("starts", {}).pop(key, None)
         (self.sb.run_dir / f"{key}.pid").unlink(missing_ok=True)
 
-    def restart(self, name=MAIN, wait=True, timeout=30.0, **settings):
+    def restart(self, name=MAIN, wait=True, timeout=120.0, **settings):
         """Restart health manager ``name`` (after :meth:`configure` with
         ``settings``, if any). Octavia's health manager waits one
         ``heartbeat_timeout`` after start before its first stale check."""
@@ -208,7 +242,7 @@ class HealthControl:
         if wait:
             self.wait_ready(time.monotonic() + timeout, [name])
 
-    def add_manager(self, name, wait=True, timeout=30.0):
+    def add_manager(self, name, wait=True, timeout=120.0):
         """Start another health manager; returns its "127.0.0.1:PORT"."""
         managers = self._state.setdefault("managers", {})
         if name in managers and self.sb._alive(_pid_key(name)):
@@ -247,7 +281,8 @@ class HealthControl:
     def set_controllers(self, addresses):
         """Set ``controller_ip_port_list`` for the worker (and managers'
         own builds) and make the worker reload it (SIGHUP: Octavia's
-        option is mutable). Amphorae already running keep sending to
+        option is mutable); returns once a reloaded worker consumes.
+        Amphorae already running keep sending to
         their old list until a config push (``PUT
         /v2/octavia/amphorae/{id}/config``) reaches them."""
         addresses = [str(a).strip() for a in addresses if str(a).strip()]
@@ -256,9 +291,7 @@ class HealthControl:
         self._state["controllers"] = addresses
         self._write_conf()
         self.sb._save_state()
-        pid = self.sb.state.get("pids", {}).get("worker")
-        if pid and self.sb._alive("worker"):
-            os.kill(pid, signal.SIGHUP)
+        self._reload_worker()
 
     def reset_controllers(self):
         """Back to the main health manager alone."""
@@ -266,6 +299,23 @@ class HealthControl:
         self.set_controllers(self.controllers())
         self._state.pop("controllers", None)
         self.sb._save_state()
+
+
+def _children(pid):
+    """PIDs of the live children of ``pid``."""
+    out = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii",
+                      errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid) and fields[0] not in ("Z", "X"):
+            out.add(int(entry.name))
+    return out
 
 
 def _tail(path, lines=15):
