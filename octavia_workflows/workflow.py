@@ -36,7 +36,7 @@ import difflib
 import typing
 import uuid
 
-from octavia_workflows import exceptions
+from octavia_workflows import exceptions, windows
 
 ENTRY_POINT = 'octavia_workflows.workflows'
 
@@ -50,7 +50,8 @@ class Param:
 
     ``type`` is one of ``int``, ``float``, ``bool``, ``str``, ``list``
     (comma-separated strings), ``uuids`` (comma-separated UUIDs, e.g.
-    load balancer or amphora ids) or ``path`` (a file path string).
+    load balancer or amphora ids), ``path`` (a file path string) or
+    ``window`` (a maintenance window, :mod:`octavia_workflows.windows`).
     """
 
     name: str
@@ -93,6 +94,10 @@ class Param:
                              if v.strip()]
                 if self.type == 'uuids':
                     value = [_uuid(self.name, v) for v in value]
+            elif self.type == 'window':
+                if not isinstance(raw, str):
+                    raise ValueError
+                value = windows.parse(raw, self.name).text.strip()
             else:
                 if not isinstance(raw, str):
                     raise ValueError

@@ -4,7 +4,7 @@ import json
 
 from cliff.formatters import table as table_fmt
 
-from octavia_workflows import exceptions
+from octavia_workflows import exceptions, states, windows
 from octavia_workflows.cli import base
 
 COLUMNS = ('#', 'target', 'action', 'decision', 'reason', 'details')
@@ -26,6 +26,52 @@ def _details(details):
                      if v not in (None, '', [], {}))
 
 
+def recent_pace(manager, name):
+    """``(seconds per target, job id)`` of the latest successful job of
+    workflow ``name`` (its DONE targets' median duration), or None when
+    there is none or the store cannot tell."""
+    try:
+        records = manager.persistence.records
+        for job in records.list_jobs(include_finished=True, limit=50):
+            if job['workflow'] != name or job['state'] != states.SUCCESS:
+                continue
+            took = sorted(
+                (t['finished_at'] - t['started_at']).total_seconds()
+                for t in records.get_targets(job['id'], [states.DONE])
+                if t['started_at'] and t['finished_at'])
+            if took:
+                return took[len(took) // 2], job['id']
+    except exceptions.OctaviaWorkflowsError:
+        return None
+    return None
+
+
+def window_note(window, params, planned, pace, now=None):
+    """The plan's note on its maintenance window: when it opens, how
+    long it lasts, and how many targets it holds at the recent pace."""
+    now = now or windows.now()
+    opens = window.next_open(now)
+    when = ('open now' if opens == now
+            else f'opens at {window.describe(opens)}')
+    note = (f'maintenance window {window.text}: {when}, '
+            f'{window.seconds / 3600:g} h each time; ')
+    if pace is None:
+        return note + ('no earlier successful job of this workflow to '
+                       'estimate how many targets it holds')
+    seconds, job_id = pace
+    concurrency = max(1, int(params.get('concurrency') or 1))
+    holds = window.seconds * concurrency / max(seconds, 0.001)
+    interval = float(params.get('interval') or 0)
+    if interval:
+        holds = min(holds, window.seconds / interval + 1)
+    sittings = -(-planned // max(1, int(holds)))
+    return note + (
+        f'at the recent pace ({seconds:.0f} s per target in job '
+        f'{job_id[:8]}, concurrency {concurrency}) it holds about '
+        f'{int(holds)} targets: {planned} planned need '
+        f'{sittings} window{"s" if sittings != 1 else ""}')
+
+
 def print_plan(command, parsed_args, workflow, params, cloud):
     """Compute the plan read-only and print it; returns the exit code."""
     from octavia_workflows.engine import context
@@ -39,6 +85,10 @@ def print_plan(command, parsed_args, workflow, params, cloud):
     if workflow.preflight is not None:
         workflow.preflight(plan_context, params, True)
     plan = workflow.plan(plan_context, params)
+    if params.get('window'):
+        plan.notes.append(window_note(
+            windows.parse(params['window']), params, len(plan.targets),
+            recent_pace(command.app.manager, workflow.name)))
     out = command.app.stdout
     fmt = parsed_args.formatter
     if fmt in ('json', 'yaml'):

@@ -114,6 +114,10 @@ def events(previous, job, seen=None, running=None):
     lines = []
     for target in job.get('targets', []):
         old = before.get(target['target'])
+        waiting = target.get('waiting')
+        if waiting and (old or {}).get('waiting') != waiting:
+            # a target held back: maintenance window, fleet budget, lock
+            lines.append(f'target {target["target"]}: {waiting}')
         if old is not None and old['state'] == target['state']:
             continue
         if old is None and target['state'] == states.PENDING:

@@ -27,6 +27,12 @@ COMMON_PARAMS = (
                    'seconds one target may take from its start until its '
                    'failover is verified', default=900.0, min=1,
                    max=86400),
+    workflow.Param('window', 'window',
+                   'maintenance window: targets start only inside it, e.g. '
+                   '"Sat-Sun 01:00-05:00" (UTC unless a zone is given, '
+                   '"Mon-Fri 22:00-04:00 Europe/Berlin"); outside it the '
+                   'job waits and goes on by itself when it opens; targets '
+                   'in flight when it closes finish'),
 )
 
 FILTER_PARAMS = (

@@ -32,13 +32,16 @@ import time
 
 from taskflow import task
 
-from octavia_workflows import exceptions, states
+from octavia_workflows import exceptions, states, windows
 from octavia_workflows.cloud import wait
 from octavia_workflows.machinery import health, retry
 from octavia_workflows.machinery.retry import NotYet
 from octavia_workflows.machinery.target import TargetRun
 
 LOG = logging.getLogger(__name__)
+
+#: Seconds between looks at a maintenance window that is shut.
+WINDOW_POLL = 5.0
 
 
 class TargetTask(task.Task):
@@ -111,6 +114,7 @@ class StartTarget(TargetTask):
             run.adopt()
             self._hold_adopted(context, run)
             return record.state
+        self._wait_for_window(context, run, record)
         self._wait_for_slot(context, run)
         grant = self._hold(context, run, record)
         if isinstance(grant, str):
@@ -129,6 +133,28 @@ class StartTarget(TargetTask):
         extra = {'waiting': None} if record.details.get('waiting') else {}
         run.begin(before=before, rechecked=rechecked, **extra)
         return states.RUNNING
+
+    def _wait_for_window(self, context, run, record):
+        """Return inside the job's maintenance window (``window``);
+        outside it, say when it opens in the record and raise NotYet
+        (checked again every few seconds, so the job goes on by itself).
+        """
+        text = context.params.get('window')
+        if not text:
+            return
+        window = windows.parse(text)
+        now = getattr(context, 'clock', windows.now)()
+        if window.is_open(now):
+            return
+        opens = window.next_open(now)
+        why = (f'waiting for maintenance window {window.text} (opens at '
+               f'{window.describe(opens)})')
+        if record.details.get('waiting') != why:
+            run.note(waiting=why)
+            record.details['waiting'] = why
+        retry.backoff(context, min(WINDOW_POLL, max(
+            0.05, (opens - now).total_seconds())))
+        raise NotYet(why)
 
     def _hold(self, context, run, record):
         """The fleet's grant (None: no fleet); a skip reason once a
