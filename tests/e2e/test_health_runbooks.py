@@ -1,0 +1,204 @@
+"""Health-aware runbooks on the heartbeating sandbox: Octavia's real health
+manager and its real circuit breaker, counted in Octavia's own database.
+
+- The health manager's breaker trips for real (``failover_threshold``):
+  ``failover-amphorae status=FAILOVER_STOPPED`` fails over only the
+  amphorae that bring the stale count below the threshold, exactly once
+  across a conductor SIGKILL, and the health manager then resumes and
+  fails over the rest by itself.
+- ``canary=2`` on a good image: the job waits at the canary gate after
+  two load balancers, a conductor killed meanwhile redoes nothing, and on
+  ``approve`` the rotation finishes with every load balancer ONLINE (as
+  Octavia's health manager reports it).
+"""
+
+import signal
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from e2e.runbookhelp import RunbookCli, failovers, lb_status
+from owtools.sandbox import seed
+from owtools.standin import StandinState
+
+pytestmark = pytest.mark.e2e
+
+EXPIRY = 4
+#: Stale after heartbeat_timeout (10 s), found at the next check (2 s),
+#: failed over in about a second; generous for a loaded machine.
+STALE_WAIT = 90
+STOPPED = 'FAILOVER_STOPPED'
+IMAGE_TAG = 'amphora'
+FINISHED = ('SUCCESS', 'FAILED', 'CANCELLED')
+
+
+@pytest.fixture
+def rb(tmp_path, request):
+    made = RunbookCli(tmp_path, 'redis', request.getfixturevalue(
+        'redis_server'), expiry=EXPIRY)
+    yield made
+    made.stop()
+
+
+def _until(what, check, timeout=60, every=0.3):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'not {what} after {timeout} s')
+        time.sleep(every)
+
+
+def _rows(sandbox, statement, **params):
+    with sandbox.accounting().engine.connect() as conn:
+        query = sa.text(statement)
+        for name, value in params.items():
+            if isinstance(value, (list, tuple)):
+                query = query.bindparams(sa.bindparam(name, expanding=True))
+        return conn.execute(query, params).fetchall()
+
+
+def _amphorae(sandbox, lb_ids):
+    """{lb: [(amphora id, status)]} of the live amphorae."""
+    found = {lb: [] for lb in lb_ids}
+    for lb, amp, status in _rows(
+            sandbox, 'SELECT load_balancer_id, id, status FROM amphora WHERE '
+            'load_balancer_id IN :lbs AND status != :gone',
+            lbs=list(lb_ids), gone='DELETED'):
+        found[lb].append((amp, status))
+    return found
+
+
+def _heartbeating(sandbox, lb_ids):
+    amps = [a for lb in _amphorae(sandbox, lb_ids).values() for a, _ in lb]
+    seen = {r[0] for r in _rows(
+        sandbox, 'SELECT amphora_id FROM amphora_health WHERE amphora_id '
+        'IN :ids', ids=amps)} if amps else set()
+    return amps if amps and set(amps) <= seen else None
+
+
+def _operating(sandbox, lb_ids):
+    return dict(_rows(sandbox, 'SELECT id, operating_status FROM '
+                      'load_balancer WHERE id IN :ids', ids=list(lb_ids)))
+
+
+def _fleet_stopped(sandbox):
+    return _rows(sandbox, 'SELECT count(*) FROM amphora WHERE status = '
+                 ':s', s=STOPPED)[0][0]
+
+
+def _wait_pending(sandbox, lb_ids, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if 'PENDING_UPDATE' in lb_status(sandbox, lb_ids).values():
+            return
+        time.sleep(0.02)
+    raise AssertionError('no failover started')
+
+
+def test_failover_stopped_recovers_paced_down_to_the_threshold(sandbox, rb):
+    health = sandbox.health()
+    lbs = seed.seed_api(sandbox.api, 4, prefix='fs')
+    old = _until('heartbeating', lambda: _heartbeating(sandbox, lbs))
+    try:
+        # all four go quiet before the restarted health manager's first
+        # check: four stale at once, threshold three -- the breaker trips
+        sandbox.heartbeat_knobs(silent_amphorae=old)
+        health.restart(failover_threshold=3, timeout=120)
+        _until('FAILOVER_STOPPED', lambda: all(
+            s == STOPPED for lb in _amphorae(sandbox, lbs).values()
+            for _, s in lb), timeout=STALE_WAIT)
+        assert failovers(sandbox, lbs) == {lb: (1, 0) for lb in lbs}
+        stale = _fleet_stopped(sandbox)
+        room = stale - 3 + 1
+        assert room >= 1
+
+        first = rb.conductor('first')
+        job = rb.submit('failover-amphorae', check=0, status=STOPPED,
+                        failover_threshold=3, loadbalancers=','.join(lbs),
+                        interval=1, health_timeout=60)
+        job_id = job['id']
+        _wait_pending(sandbox, lbs)          # right after the first call
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        rb.conductor('second')
+        final = rb.wait_for(job_id, lambda j: j['state'] in FINISHED,
+                            timeout=120, what='the end')
+        assert final['state'] == 'SUCCESS', final
+        report = rb.report(job_id)
+        done = [t for t, r in report.items() if r['state'] == 'DONE']
+        left = [t for t, r in report.items() if r['state'] == 'SKIPPED']
+        assert len(done) == min(room, 4)
+        assert all('left to the health manager' in report[t]['error']
+                   for t in left)
+        ours = [lb for lb in lbs
+                if any(a in done for a, _ in _amphorae_ever(sandbox, lb))]
+        assert len(ours) == len(done)
+        # exactly once each, counted in Octavia's database
+        assert failovers(sandbox, ours) == {lb: (1, 1) for lb in ours}
+        # below the threshold now: the health manager resumes and fails
+        # the rest over by itself
+        rest = [lb for lb in lbs if lb not in ours]
+        _until('the rest failed over by the health manager', lambda:
+               failovers(sandbox, rest) == {lb: (1, 1) for lb in rest},
+               timeout=STALE_WAIT)
+        assert failovers(sandbox, ours) == {lb: (1, 1) for lb in ours}
+    finally:
+        sandbox.heartbeat_knobs(clear=True)
+        health.restart(failover_threshold=None, timeout=120)
+
+
+def _amphorae_ever(sandbox, lb):
+    return [tuple(r) for r in _rows(
+        sandbox, 'SELECT id, status FROM amphora WHERE load_balancer_id = '
+        ':lb', lb=lb)]
+
+
+def _new_image(sandbox):
+    """A newer image carrying the amphora tag (new amphorae boot from
+    it)."""
+    state = StandinState(str(sandbox.dir / 'standin.db'))
+    return state.create_image(f'amphora-{uuid.uuid4().hex[:6]}',
+                              tags=[IMAGE_TAG])['id']
+
+
+def test_canary_waits_after_two_and_finishes_online_on_approve(sandbox, rb):
+    lbs = seed.seed_api(sandbox.api, 3, prefix='canary')
+    _until('heartbeating', lambda: _heartbeating(sandbox, lbs))
+    _until('ONLINE', lambda: set(_operating(sandbox, lbs).values()) ==
+           {'ONLINE'})
+    _new_image(sandbox)
+    first = rb.conductor('first')
+    job = rb.submit('rotate-images', check=0, image_tag=IMAGE_TAG,
+                    loadbalancers=','.join(lbs), canary=2,
+                    health_timeout=60, max_failures=1)
+    job_id = job['id']
+    view = rb.wait_for(job_id, lambda j: j['state'] in FINISHED + (
+        'PAUSED',), timeout=120, what='the canary gate')
+    assert view['state'] == 'PAUSED', view
+    assert view['gate'].startswith('canary: the first 2 target(s) are '
+                                   'verified healthy')
+    assert 'ONLINE -> ONLINE' in view['gate']
+    counts = failovers(sandbox, lbs)
+    assert sorted(counts.values()) == [(1, 0), (1, 1), (1, 1)]
+    # the conductor dies while the job waits: nothing is redone
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    rb.conductor('second')
+    time.sleep(EXPIRY + 1)
+    assert failovers(sandbox, lbs) == counts
+    assert rb.show(job_id)['state'] == 'PAUSED'
+    rb.cli('approve', job_id, check=0)
+    final = rb.wait_for(job_id, lambda j: j['state'] in FINISHED,
+                        timeout=120, what='the end')
+    assert final['state'] == 'SUCCESS', final
+    assert failovers(sandbox, lbs) == {lb: (1, 1) for lb in lbs}
+    report = rb.report(job_id)
+    assert all(report[lb]['after']['operating_status'] == 'ONLINE'
+               for lb in lbs)
+    _until('every load balancer ONLINE', lambda: set(_operating(
+        sandbox, lbs).values()) == {'ONLINE'})
