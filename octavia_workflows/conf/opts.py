@@ -313,11 +313,14 @@ octavia_database_opts = [
         secret=True,
         help='SQLAlchemy URL of Octavia\'s own database (the one in '
         'Octavia\'s [database] connection), e.g. '
-        'mysql+pymysql://octavia:pass@host/octavia. Only the repair-stuck '
-        'runbook uses it: to move a load balancer stuck in PENDING_* to '
-        'ERROR by a compare-and-set on its id, status and updated_at. '
-        'Unset: repair-stuck refuses to run. Never stored with a job, '
-        'logged or shown.',
+        'mysql+pymysql://octavia:pass@host/octavia. The repair-stuck '
+        'runbook uses it to move a load balancer stuck in PENDING_* to '
+        'ERROR by a compare-and-set on its id, status and updated_at; '
+        'reconfigure-amphorae reads amphora_health (read-only) to see each '
+        'amphora\'s heartbeats arrive after its configuration push. '
+        'Unset: repair-stuck refuses to run, and reconfigure-amphorae '
+        'unless heartbeat_timeout=0. Never stored with a job, logged or '
+        'shown.',
     ),
 ]
 
