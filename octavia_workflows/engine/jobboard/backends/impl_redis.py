@@ -5,8 +5,30 @@ and renewed by a Lua script that extends the TTL only while the claim's
 owner is still the caller (TaskFlow's ``extend_expiry`` would extend
 anyone's claim).  The redis client is built here, so the board never
 uses TaskFlow's defaults for timeouts or RESP3 probing.
+
+``jobboard_backend_hosts`` entries may carry their own port
+(``host:port``, ``[v6]:port``); without one, ``jobboard_backend_port``.
+With Sentinel they are the sentinels: the primary is looked up through
+them on every (re)connect, so after a failover the next command reaches
+the promoted replica.  Redis replicates asynchronously: a post or a claim
+that the primary acknowledged just before it died may be missing on the
+replica that replaces it.  With Sentinel the driver therefore waits (up
+to half a second, ``WAIT 1``) for one replica to acknowledge each post
+and claim, and logs a warning when none does; a claim lost anyway is
+noticed by its owner at the next renewal and the job is run again
+(see doc/production-redis.md).
+
+Failures: connecting raises
+:class:`~octavia_workflows.exceptions.BackendUnavailable` with one line
+that says which side refused (the sentinels or the data node, wrong
+password, unknown master name, TLS verification) and never a secret;
+a TLS file that does not exist or a malformed ``host:port`` is a
+:class:`~octavia_workflows.exceptions.ConfigError`.  Later errors are
+translated by :meth:`JobBoardDriver.translate`.
 """
 
+import logging
+import os
 import time
 
 import redis
@@ -22,6 +44,11 @@ from octavia_workflows import exceptions
 from octavia_workflows.engine.jobboard import base
 from octavia_workflows.engine.jobboard.backends import fleet_redis
 
+LOG = logging.getLogger(__name__)
+
+#: How long a post or claim waits for a replica's acknowledgement (ms).
+REPLICA_WAIT_MS = 500
+
 # KEYS[1] = owner key; ARGV[1] = owner; ARGV[2] = TTL in ms.
 _RENEW_SCRIPT = """
 if redis.call("get", KEYS[1]) == ARGV[1] then
@@ -31,19 +58,51 @@ return 0
 """
 
 _SSL_KEYS = ('ssl_keyfile', 'ssl_certfile', 'ssl_ca_certs', 'ssl_cert_reqs')
+_SSL_FILES = ('ssl_keyfile', 'ssl_certfile', 'ssl_ca_certs')
 
 
-def _ssl_kwargs(options):
+def _ssl_kwargs(options, option_name):
     options = dict(options or {})
-    enabled = str(options.get('ssl', False)).lower() in ('1', 'true', 'yes')
-    if not enabled:
+    if not _ssl_enabled(options):
         return {}
     kwargs = {'ssl': True}
     for key in _SSL_KEYS:
         value = options.get(key)
         if value not in (None, '', 'None'):
             kwargs[key] = value
+    for key in _SSL_FILES:
+        path = kwargs.get(key)
+        if path and not os.access(path, os.R_OK):
+            raise exceptions.ConfigError(
+                f'[task_flow] {option_name} {key}: cannot read {path}')
     return kwargs
+
+
+def _ssl_enabled(options):
+    return str(dict(options or {}).get('ssl', False)).lower() in (
+        '1', 'true', 'yes')
+
+
+def endpoint(entry, default_port):
+    """``(host, port)`` of a ``jobboard_backend_hosts`` entry."""
+    entry = entry.strip()
+    if entry.startswith('['):
+        host, _, rest = entry[1:].partition(']')
+        port = rest[1:] if rest.startswith(':') else rest or None
+    elif entry.count(':') == 1:
+        host, port = entry.split(':')
+    else:
+        host, port = entry, None
+    if not host or (port is not None and not (
+            port.isdigit() and 0 < int(port) < 65536)):
+        raise exceptions.ConfigError(
+            f'[task_flow] jobboard_backend_hosts: bad entry {entry!r} '
+            '(host, host:port or [IPv6]:port)')
+    return host, default_port if port is None else int(port)
+
+
+def _where(host, port):
+    return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
 
 
 class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
@@ -56,6 +115,7 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
     def __init__(self, conf, name='octavia-workflows'):
         super().__init__(conf, name)
         self.client = None
+        self._watcher = None
         self._renew = None
         self._pubsub = None
 
@@ -66,6 +126,7 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
 
     def post(self, job_id, workflow):
         board_uuid = super().post(job_id, workflow)
+        self._replicated(f'posting of job {job_id}')
         try:
             self.client.publish(self._channel, board_uuid)
         except (redis_exc.RedisError, OSError):
@@ -97,12 +158,23 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
                 pass
             self._pubsub = None
 
+    def _endpoints(self):
+        tf = self.conf.task_flow
+        return [endpoint(h, tf.jobboard_backend_port)
+                for h in (tf.jobboard_backend_hosts or ['127.0.0.1'])]
+
     def describe(self):
         tf = self.conf.task_flow
-        hosts = ','.join(tf.jobboard_backend_hosts)
-        where = (f'sentinel {tf.jobboard_redis_sentinel}@{hosts}'
-                 if tf.jobboard_redis_sentinel else f'{hosts}')
-        return (f'redis://{where}:{tf.jobboard_backend_port}'
+        try:
+            where = ','.join(_where(*e) for e in self._endpoints())
+        except exceptions.ConfigError:
+            where = ','.join(tf.jobboard_backend_hosts)
+        tls = _ssl_enabled(tf.jobboard_redis_backend_ssl_options)
+        if tf.jobboard_redis_sentinel:
+            return (f'redis+sentinel://{tf.jobboard_redis_sentinel}@{where}'
+                    f'/{tf.jobboard_redis_backend_db}'
+                    f'{" (tls)" if tls else ""}')
+        return (f'{"rediss" if tls else "redis"}://{where}'
                 f'/{tf.jobboard_redis_backend_db}')
 
     def _make_client(self):
@@ -123,32 +195,65 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
             maint_notifications_config=(
                 maint_notifications.MaintNotificationsConfig(enabled=False)),
         )
-        kwargs.update(_ssl_kwargs(tf.jobboard_redis_backend_ssl_options))
-        hosts = tf.jobboard_backend_hosts or ['127.0.0.1']
+        kwargs.update(_ssl_kwargs(tf.jobboard_redis_backend_ssl_options,
+                                  'jobboard_redis_backend_ssl_options'))
+        endpoints = self._endpoints()
         if tf.jobboard_redis_sentinel:
             sentinel_kwargs = dict(
                 username=tf.jobboard_redis_sentinel_username,
                 password=tf.jobboard_redis_sentinel_password,
                 socket_timeout=timeout,
-                socket_connect_timeout=timeout)
+                socket_connect_timeout=timeout,
+                retry=redis_retry.Retry(redis_backoff.NoBackoff(), 1))
             sentinel_kwargs.update(
-                _ssl_kwargs(tf.jobboard_redis_sentinel_ssl_options))
-            sentinels = [(h, tf.jobboard_backend_port) for h in hosts]
-            watcher = redis_sentinel.Sentinel(
-                sentinels, sentinel_kwargs=sentinel_kwargs, **kwargs)
-            return watcher.master_for(tf.jobboard_redis_sentinel)
-        return redis.Redis(host=hosts[0], port=tf.jobboard_backend_port,
-                           **kwargs)
+                _ssl_kwargs(tf.jobboard_redis_sentinel_ssl_options,
+                            'jobboard_redis_sentinel_ssl_options'))
+            self._watcher = redis_sentinel.Sentinel(
+                endpoints, sentinel_kwargs=sentinel_kwargs, **kwargs)
+            return self._watcher.master_for(tf.jobboard_redis_sentinel)
+        host, port = endpoints[0]
+        return redis.Redis(host=host, port=port, **kwargs)
+
+    def _sentinel_trouble(self):
+        """One line: what each sentinel says about our master name."""
+        name = self.conf.task_flow.jobboard_redis_sentinel
+        reasons = {}
+        for sentinel in self._watcher.sentinels:
+            kw = sentinel.connection_pool.connection_kwargs
+            where = _where(kw.get('host'), kw.get('port'))
+            try:
+                state = sentinel.sentinel_masters().get(name)
+            except redis_exc.AuthenticationError:
+                why = ('authentication failed (jobboard_redis_sentinel_'
+                       'username/jobboard_redis_sentinel_password)')
+            except (redis_exc.RedisError, OSError) as exc:
+                why = base._first_line(exc)
+            else:
+                if state is None:
+                    why = f'no master named {name!r}'
+                else:
+                    why = f'master {name!r} is {state.get("flags", "down")}'
+            reasons.setdefault(why, []).append(where)
+        return '; '.join(
+            f'sentinel{"s" if len(where) > 1 else ""} '
+            f'{", ".join(where)}: {why}' for why, where in reasons.items())
 
     def connect(self):
         tf = self.conf.task_flow
+        self._watcher = None
         try:
             self.client = self._make_client()
             self.client.ping()
             self._renew = self.client.register_script(_RENEW_SCRIPT)
+        except redis_sentinel.MasterNotFoundError as exc:
+            raise exceptions.BackendUnavailable(
+                f'jobboard {self.describe()}: no primary: '
+                f'{self._sentinel_trouble()}') from exc
         except redis_exc.AuthenticationError as exc:
             raise exceptions.BackendUnavailable(
-                f'jobboard {self.describe()}: authentication failed') from exc
+                f'jobboard {self.describe()}: authentication failed '
+                '(jobboard_backend_username/jobboard_backend_password)'
+            ) from exc
         except (redis_exc.RedisError, OSError) as exc:
             raise exceptions.BackendUnavailable(
                 f'jobboard {self.describe()} is unreachable: '
@@ -158,6 +263,21 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
             client=self.client)
         with self.translate('connecting'):
             self.board.connect()
+
+    def _replicated(self, what):
+        """With Sentinel: wait for a replica to have ``what`` (see the
+        module docstring); never raises."""
+        if self._watcher is None:
+            return
+        try:
+            acked = self.client.wait(1, REPLICA_WAIT_MS)
+        except (redis_exc.RedisError, OSError) as exc:
+            acked, why = 0, base._first_line(exc)
+        else:
+            why = f'no replica acknowledged it within {REPLICA_WAIT_MS} ms'
+        if not acked:
+            LOG.warning('jobboard %s: %s: %s; a failover now could lose '
+                        'it', self.describe(), what, why)
 
     def close(self):
         self._close_pubsub()
@@ -171,6 +291,7 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
                 self.board.claim(job, owner, expiry=self.expiry)
             except (tf_exc.UnclaimableJob, tf_exc.NotFound):
                 return False
+        self._replicated(f'claim of job {(job.details or {}).get("job_id")}')
         return True
 
     def owner(self, job):
