@@ -8,11 +8,11 @@ conductor looks at the schedules about once a second
 (:mod:`octavia_workflows.engine.firing`); for a due one it moves
 ``next_fire`` on by a compare-and-set **in the same transaction** that
 inserts the job's row, so however many conductors run, and whichever
-of them dies, one job row exists per fire time.  The job id is derived from the schedule and the
-fire time; a conductor killed between that commit and the board posting
-leaves a PENDING row with no posting, which any conductor posts once the
-row has been left alone for the claim expiry (recorded by
-compare-and-set like every posting, see
+of them dies, one job row exists per fire time.  The job id is derived
+from the schedule and the fire time; a conductor killed between that
+commit and the board posting leaves a PENDING row with no posting, which
+any conductor posts once the row has been left alone for the claim
+expiry (recorded by compare-and-set like every posting, see
 :meth:`~octavia_workflows.engine.records.Records.adopt_posting`).
 
 - Overlap ``skip`` (the default): while the schedule's previous job is

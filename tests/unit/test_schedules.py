@@ -4,6 +4,7 @@ real SQLite store.  Real boards and conductor processes are in
 tests/functional/test_schedules.py."""
 
 import datetime
+import json
 import uuid
 
 import pytest
@@ -13,6 +14,7 @@ from octavia_workflows.cli import schedules as cli_schedules
 from octavia_workflows.engine import firing, schedules
 from octavia_workflows.engine import persistence as pers
 from octavia_workflows.engine import records as rec
+from unit.test_cli import cli
 
 T0 = datetime.datetime(2026, 11, 28, 1, 59, 58)
 
@@ -303,3 +305,62 @@ def test_pause_resume_delete_refuse_what_does_not_apply(store):
             call('nope')
     schedule_store.delete('five')
     assert schedule_store.list() == []
+
+
+# -- the CLI in-process -------------------------------------------------------
+@pytest.fixture
+def conf(tmp_path):
+    path = tmp_path / 'ow.conf'
+    path.write_text(f'[task_flow]\npersistence_connection = '
+                    f'sqlite:///{tmp_path}/p.sqlite\njobboard_enabled = '
+                    f'True\n')
+    return str(path)
+
+
+CREATE = ('schedule', 'create', 'n1', '--cron', '0 3 * * *', 'selftest')
+
+
+BAD_INPUT = [
+    (('schedule', 'create', 'n1', '--cron', '61 * * * *', 'selftest'),
+     'invalid cron expression'),
+    (('schedule', 'create', 'n1', '--cron', '* * *', 'selftest'),
+     'give 5 fields'),
+    (('schedule', 'create', 'n1', '--cron', '0 0 30 2 *', 'selftest'),
+     'never fires'),
+    (('schedule', 'create', 'n1', '--cron', '0 3 * * *', 'no-such-flow'),
+     'unknown workflow'),
+    (CREATE + ('--param', 'steps=many'), 'parameter steps'),
+    (CREATE + ('--param', 'steps=0'), 'parameter steps'),
+    (CREATE + ('--param', 'colour=red'), 'colour'),
+    (CREATE + ('--param', 'steps'), 'steps'),
+    (CREATE + ('--overlap', 'sometimes'), 'invalid choice'),
+    (('schedule', 'create', 'n 1', '--cron', '0 3 * * *', 'selftest'),
+     'invalid schedule name'),
+    (('schedule', 'create', 'n1', 'selftest'), '--cron'),
+    (('schedule', 'show', 'nope'), "no schedule named 'nope'"),
+    (('schedule', 'pause', 'nope'), "no schedule named 'nope'"),
+    (('schedule', 'resume', 'nope'), "no schedule named 'nope'"),
+    (('schedule', 'delete', 'nope'), "no schedule named 'nope'"),
+]
+
+
+def test_bad_input_is_one_line_exit_2_and_stores_nothing(conf):
+    for argv, message in BAD_INPUT:
+        code, out, err = cli(conf, *argv)
+        assert code == 2, (argv, out, err)
+        assert len(err.strip().splitlines()) == 1 and message in err, err
+        assert 'Traceback' not in err
+    code, out, _ = cli(conf, 'schedule', 'list', '-f', 'json')
+    assert (code, json.loads(out)) == (0, [])
+    code, out, _ = cli(conf, 'list', '--all', '-f', 'json')
+    assert (code, json.loads(out)) == (0, [])
+
+
+def test_schedules_need_the_jobboard(tmp_path):
+    path = tmp_path / 'inline.conf'
+    path.write_text(f'[task_flow]\npersistence_connection = '
+                    f'sqlite:///{tmp_path}/p.sqlite\n')
+    code, _, err = cli(str(path), *CREATE)
+    assert code == 2 and 'jobboard_enabled' in err
+    code, out, _ = cli(str(path), 'schedule', 'list', '-f', 'json')
+    assert (code, json.loads(out)) == (0, [])
