@@ -89,7 +89,12 @@ class HealthControl:
         lines = ["# Written by the sandbox (owtools.sandbox.health).",
                  "[health_manager]",
                  f"controller_ip_port_list = {', '.join(s['controllers'])}",
-                 f"heartbeat_interval = {int(s['heartbeat_interval'])}",
+                 # Octavia drops a heartbeat processed later than its
+                 # heartbeat_interval after arrival; on a loaded machine
+                 # that loses amphorae that did send. The stand-in sends
+                 # every heartbeat_interval of the sandbox's settings;
+                 # Octavia's is the timeout, its tolerance for lateness.
+                 f"heartbeat_interval = {int(s['heartbeat_timeout'])}",
                  f"heartbeat_timeout = {int(s['heartbeat_timeout'])}",
                  f"health_check_interval = "
                  f"{int(s['health_check_interval'])}",
@@ -125,8 +130,9 @@ class HealthControl:
         current.update(settings)
         self._write_conf()
         self.sb._save_state()
-        if "heartbeat_interval" in settings:
-            self._reload_worker()   # it renders the agent configuration
+        if "heartbeat_interval" in settings and self.sb._alive(
+                "heartbeats"):
+            self.restart_heartbeats()
 
     def _reload_worker(self, timeout=120.0):
         """SIGHUP the worker and wait until a new child consumes: the

@@ -14,7 +14,7 @@ round, so a change takes effect within one heartbeat interval::
     {"heartbeats": {"bad_images": ["<image id>", ...],
                     "silent_load_balancers": ["<lb id>", ...],
                     "silent_amphorae": ["<amphora id>", ...],
-                    "max_amphorae": 500}}
+                    "max_amphorae": 100}}
 
 * ``bad_images``: amphorae whose ``image_id`` is listed report every
   member DOWN (and a pool whose members are all DOWN as DOWN): Octavia's
@@ -42,7 +42,9 @@ agent was configured with: at its build, or by the last
 ``update_amphora_agent_config`` push (recorded by the sandbox drivers,
 see ``ow_sandbox_drivers.agentconf``); amphorae inserted into the database
 without a build use the sandbox's own list. Each amphora sends every
-``heartbeat_interval`` of its configuration.
+``heartbeat_interval`` of the sandbox's health settings (2 s by default;
+Octavia's own ``heartbeat_interval`` is set to the timeout, see
+``owtools.sandbox.health``).
 
 ``<sandbox dir>/heartbeats.json`` is rewritten every round: per amphora
 the addresses it sends to, where its configuration came from and how
@@ -75,7 +77,7 @@ LOG = logging.getLogger("owtools.sandbox.heartbeats")
 
 KNOBS_SECTION = "heartbeats"
 KNOB_LISTS = ("bad_images", "silent_load_balancers", "silent_amphorae")
-DEFAULT_MAX_AMPHORAE = 500
+DEFAULT_MAX_AMPHORAE = 100
 STATUS_FILE = "heartbeats.json"
 LIVE = ("ALLOCATED", "FAILOVER_STOPPED")
 MSG_VER = 3
@@ -318,7 +320,7 @@ class StandIn:
         for amp_id, compute_id, lb_id, image_id in amps:
             if amp_id not in self.places:
                 continue
-            controllers, interval, key, source = self.configs.get(
+            controllers, _interval, key, source = self.configs.get(
                 compute_id, self.defaults)
             silent = (amp_id in knobs["silent_amphorae"]
                       or lb_id in knobs["silent_load_balancers"])
@@ -327,16 +329,15 @@ class StandIn:
                               "controllers": controllers, "source": source,
                               "silent": silent, "bad_image": bad}
             if not silent and now >= self.next_due.get(amp_id, 0.0):
-                due.append((amp_id, lb_id, controllers, interval, key, bad))
+                due.append((amp_id, lb_id, controllers, key, bad))
         still, by_lb, pools = self._details(due)
-        for amp_id, lb_id, controllers, interval, key, bad in due:
+        for amp_id, lb_id, controllers, key, bad in due:
             if amp_id not in still:
                 continue
             self._send(amp_id, build_message(
                 amp_id, self.seq.get(amp_id, 0), by_lb.get(lb_id, []),
                 pools, bad), controllers, key or self.defaults[2])
-            self.next_due[amp_id] = now + max(
-                0.2, float(interval or self.defaults[1]))
+            self.next_due[amp_id] = now + max(0.2, self.defaults[1])
         for amp_id, entry in report.items():
             entry["sent"] = self.sent.get(amp_id, 0)
         if now - self.status_written >= 1.0:
