@@ -58,8 +58,10 @@ task_flow_opts = [
     cfg.ListOpt(
         'jobboard_backend_hosts',
         default=['127.0.0.1'],
-        help='Jobboard backend server host(s). With Redis Sentinel: the '
-        'sentinels; the first is tried first, the others are fallbacks.',
+        help='Jobboard backend server host(s). An entry may carry its own '
+        'port (host:port, [IPv6]:port); without one, jobboard_backend_port. '
+        'With Redis Sentinel: the sentinels; the first is tried first, the '
+        'others are fallbacks, and the primary is found through them.',
     ),
     cfg.PortOpt(
         'jobboard_backend_port', default=6379, help='Jobboard backend port.'
@@ -87,27 +89,37 @@ task_flow_opts = [
     ),
     cfg.StrOpt(
         'jobboard_redis_sentinel',
-        help='Redis Sentinel master name; set it to use Sentinel.',
+        help='Redis Sentinel master name (the NAME of the sentinels\' '
+        '"sentinel monitor NAME ..."); set it to use Sentinel. Then '
+        'jobboard_backend_hosts are the sentinels, '
+        'jobboard_backend_username/password are for the data nodes '
+        '(their requirepass or ACL user) and '
+        'jobboard_redis_sentinel_username/password for the sentinels.',
     ),
     cfg.StrOpt(
         'jobboard_redis_sentinel_username',
-        help='Redis Sentinel user name.',
+        help='Redis Sentinel ACL user name (unset: the default user).',
     ),
     cfg.StrOpt(
         'jobboard_redis_sentinel_password',
         secret=True,
-        help='Redis Sentinel password.',
+        help='The sentinels\' own password (their requirepass), not the '
+        'data nodes\'; unset when the sentinels have none.',
     ),
     cfg.DictOpt(
         'jobboard_redis_backend_ssl_options',
         default=dict(_REDIS_SSL_DEFAULTS),
-        help='Redis TLS options: ssl, ssl_keyfile, ssl_certfile, '
-        'ssl_ca_certs, ssl_cert_reqs.',
+        help='Redis TLS options: ssl (true: use TLS), ssl_ca_certs (the CA '
+        'that signed the server certificate), ssl_certfile and ssl_keyfile '
+        '(a client certificate, for a server with tls-auth-clients), '
+        'ssl_cert_reqs (required, optional, none). The files must be '
+        'readable when the board connects.',
     ),
     cfg.DictOpt(
         'jobboard_redis_sentinel_ssl_options',
         default=dict(_REDIS_SSL_DEFAULTS),
-        help='Redis Sentinel TLS options (same keys as the backend).',
+        help='TLS options for connections to the sentinels (same keys as '
+        'jobboard_redis_backend_ssl_options; the data nodes use those).',
     ),
     cfg.DictOpt(
         'jobboard_zookeeper_ssl_options',

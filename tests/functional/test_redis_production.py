@@ -2,8 +2,9 @@
 
 Real servers from ``owtools.services_redis`` (one primary, one replica,
 three sentinels with their own password; a TLS-only Redis whose
-``default`` user is off and whose ACL user has a password and a client
-certificate), the real CLI and a real conductor process.  A selftest job
+``default`` user is off and whose ACL user has a password, a client
+certificate and only the rights doc/production-redis.md recommends:
+the namespace's keys and channels, no admin command), the real CLI and a real conductor process.  A selftest job
 is posted, claimed and finished through each; a wrong CA, a wrong
 password, the data password given to the sentinels: each is one line on
 stderr and exit code 2, with nothing posted or recorded, and no password
@@ -25,6 +26,11 @@ pytestmark = pytest.mark.functional
 
 EXPIRY = 6
 
+#: The ACL doc/production-redis.md recommends, for the test namespaces
+#: (``owt_*``): the board's keys and channels only, no admin command.
+ACL = ('~owt_* &owt_* -@all +@read +@write +@keyspace +@scripting '
+       '+@pubsub +@connection +@transaction -@dangerous +info')
+
 
 @pytest.fixture(scope='module')
 def sentinel_cluster(tmp_path_factory):
@@ -41,7 +47,8 @@ def sentinel_cluster(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def tls_redis(tmp_path_factory):
-    server = services_redis.RedisTLSServer(tmp_path_factory.mktemp('tls'))
+    server = services_redis.RedisTLSServer(tmp_path_factory.mktemp('tls'),
+                                           acl=ACL)
     try:
         server.start()
     except services.ServiceError as exc:
@@ -232,7 +239,8 @@ def test_tls_acl_user_post_claim_finish(tls_redis, deployment, tmp_path,
 
 def test_tls_default_user_and_plain_text_are_refused(tls_redis):
     """The harness's server is what the tests claim it is: no plain-text
-    port answers, and the ``default`` user is off."""
+    port answers, the ``default`` user is off, and the ACL user may touch
+    its namespaces only."""
     once = redis_retry.Retry(redis_backoff.NoBackoff(), 0)
     plain = redis.Redis(host='127.0.0.1', port=tls_redis.port,
                         socket_timeout=2, socket_connect_timeout=2,
@@ -240,7 +248,12 @@ def test_tls_default_user_and_plain_text_are_refused(tls_redis):
     with pytest.raises(redis.ConnectionError):
         plain.ping()
     with tls_redis.client() as client:
-        assert client.acl_whoami() == tls_redis.username
+        assert client.set('owt_probe', 'x') and client.delete('owt_probe')
+        # least privilege: no key outside the namespaces, no admin command
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.set('elsewhere', 'x')
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.config_get('requirepass')
     nobody = redis.Redis(
         host='127.0.0.1', port=tls_redis.port, password=tls_redis.password,
         ssl=True, ssl_ca_certs=str(tls_redis.ca_path),
