@@ -5,13 +5,14 @@ tests/functional/test_schedules.py."""
 
 import datetime
 import json
+import types
 import uuid
 
 import pytest
 
 from octavia_workflows import exceptions, states
 from octavia_workflows.cli import schedules as cli_schedules
-from octavia_workflows.engine import firing, schedules
+from octavia_workflows.engine import firing, jobs, schedules
 from octavia_workflows.engine import persistence as pers
 from octavia_workflows.engine import records as rec
 from unit.test_cli import cli
@@ -364,3 +365,18 @@ def test_schedules_need_the_jobboard(tmp_path):
     assert code == 2 and 'jobboard_enabled' in err
     code, out, _ = cli(str(path), 'schedule', 'list', '-f', 'json')
     assert (code, json.loads(out)) == (0, [])
+
+
+def test_list_and_show_say_which_schedule_posted_a_job(store):
+    clock = Clock()
+    _create(store, clock)
+    firing.Firer(store, Board(), 30, clock=clock, interval=0).tick()
+    clock.advance(5)
+    firing.Firer(store, Board(), 30, clock=clock, interval=0).tick()
+    store.create_job('by-hand', 'selftest', {}, 'board')
+    service = jobs.JobService(None, types.SimpleNamespace(records=store))
+    shown = {v['id']: v['schedule'] for v in service.list()}
+    assert sorted(shown.values(), key=str) == [None, 'five']
+    assert service.get('by-hand')['schedule'] is None
+    [scheduled] = [j for j, s in shown.items() if s]
+    assert service.get(scheduled)['schedule'] == 'five'
