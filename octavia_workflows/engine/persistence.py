@@ -11,6 +11,11 @@ per-target rows).  Two measured TaskFlow pitfalls are handled here:
   more; :class:`FencedConnection` refuses every write once its fence
   says the claim is gone.
 
+A MySQL URL may list several hosts (a Galera cluster without a virtual
+IP); :mod:`octavia_workflows.engine.dbcluster` connects through them,
+sets Galera sessions up, and retries the job records' calls where that
+is safe.
+
 Errors from SQLAlchemy/TaskFlow are translated here into
 :class:`~octavia_workflows.exceptions.BackendUnavailable` or
 :class:`~octavia_workflows.exceptions.SchemaMissing`.
@@ -25,7 +30,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool as sa_pool
 
 from octavia_workflows import exceptions
-from octavia_workflows.engine import records
+from octavia_workflows.engine import dbcluster, records
 
 LOG = logging.getLogger(__name__)
 
@@ -64,6 +69,12 @@ def _make_engine(url):
         return sa.create_engine(
             parsed, poolclass=sa_pool.NullPool,
             connect_args={'timeout': 30, 'check_same_thread': False})
+    try:
+        parsed, hosts = dbcluster.parse_hosts(parsed)
+    except ValueError as exc:
+        raise exceptions.ConfigError(
+            f'invalid [task_flow] persistence_connection '
+            f'{redact_url(url)}: {exc}') from exc
     connect_args = {}
     if parsed.drivername in ('mysql', 'mysql+pymysql'):
         # A black-holed link (a partition, a dead switch) must fail a
@@ -72,13 +83,15 @@ def _make_engine(url):
         connect_args = {k: v for k, v in MYSQL_TIMEOUTS.items()
                         if k not in parsed.query}
     try:
-        return sa.create_engine(parsed, pool_pre_ping=True, pool_recycle=3600,
-                                pool_size=10, max_overflow=20,
-                                connect_args=connect_args)
+        engine = sa.create_engine(parsed, pool_pre_ping=True,
+                                  pool_recycle=3600, pool_size=10,
+                                  max_overflow=20, connect_args=connect_args)
     except (sa_exc.ArgumentError, ImportError) as exc:
         raise exceptions.ConfigError(
             f'unusable [task_flow] persistence_connection '
             f'{redact_url(url)}: {exc}') from exc
+    dbcluster.install(engine, hosts)
+    return engine
 
 
 class Persistence:
@@ -91,7 +104,8 @@ class Persistence:
     def __init__(self, url):
         self.url = url
         self.engine = _make_engine(url)
-        self.records = records.Records(self.engine)
+        self.records = dbcluster.RetryingRecords(
+            records.Records(self.engine), self.engine)
         self._tf = None
         self._shared = None
 

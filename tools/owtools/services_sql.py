@@ -158,13 +158,19 @@ class PostgreSQLServer(Service):
 
 
 class GaleraNode(MariaDBServer):
-    """One MariaDB Galera node (see :class:`GaleraCluster`)."""
+    """One MariaDB Galera node (see :class:`GaleraCluster`).
+
+    Its service state and log are in ``datadir``; its configuration,
+    data, socket and pid file in ``home``, a private directory the
+    server's user owns (rsync SST runs as that user and must write it).
+    """
 
     name = 'galera'
     start_timeout = 120.0
 
-    def __init__(self, datadir, cluster_address, bootstrap=False):
+    def __init__(self, datadir, home, cluster_address, bootstrap=False):
         super().__init__(datadir)
+        self.home = pathlib.Path(home)
         self.cluster_address = cluster_address
         self.bootstrap = bootstrap
         for key in ('gcomm_port', 'ist_port', 'sst_port'):
@@ -175,19 +181,35 @@ class GaleraNode(MariaDBServer):
     def gcomm_address(self):
         return f'127.0.0.1:{self.extra["gcomm_port"]}'
 
+    @property
+    def socket_path(self):
+        return self.home / 'mysqld.sock'
+
+    def _run_as(self):
+        return 'mysql' if os.geteuid() == 0 else None
+
+    def _popen_kwargs(self):
+        return {'user': self._run_as(), 'cwd': self.home}
+
     def _prepare(self):
-        data = self.datadir / 'data'
+        data = self.home / 'data'
         data.mkdir(parents=True, exist_ok=True)
-        (self.datadir / 'my.cnf').write_text(self._config())
+        conf = self.home / 'my.cnf'
+        conf.write_text(self._config())
+        owner = self._run_as()
+        if owner:
+            entry = pwd.getpwnam(owner)
+            for path in (self.home, conf, data):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+            os.chmod(self.home, 0o700)
         if self.bootstrap and not (data / 'mysql').is_dir():
             result = subprocess.run(
-                ['mariadb-install-db',
-                 f'--defaults-file={self.datadir / "my.cnf"}',
-                 '--user=root', '--auth-root-authentication-method=socket',
+                ['mariadb-install-db', f'--defaults-file={conf}',
+                 f'--user={owner or pwd.getpwuid(os.geteuid()).pw_name}',
+                 '--auth-root-authentication-method=socket',
                  '--skip-test-db'],
-                capture_output=True, text=True, check=False)
+                capture_output=True, text=True, check=False, cwd=self.home)
             if result.returncode:
-                shutil.rmtree(data, ignore_errors=True)
                 raise ServiceError('mariadb-install-db failed: ' +
                                    (result.stderr or result.stdout)[-800:])
             self.extra['initialised'] = False
@@ -196,11 +218,11 @@ class GaleraNode(MariaDBServer):
         gcomm = self.extra['gcomm_port']
         return (
             '[mysqld]\n'
-            f'datadir={self.datadir / "data"}\n'
+            f'datadir={self.home / "data"}\n'
             f'port={self.port}\nbind-address=127.0.0.1\n'
             f'socket={self.socket_path}\n'
-            f'pid-file={self.datadir / "mysqld.pid"}\n'
-            'user=root\nskip-log-bin\n'
+            f'pid-file={self.home / "mysqld.pid"}\n'
+            'skip-log-bin\n'
             'binlog_format=ROW\ndefault_storage_engine=InnoDB\n'
             'innodb_autoinc_lock_mode=2\n'
             'innodb_flush_log_at_trx_commit=2\n'
@@ -224,7 +246,7 @@ class GaleraNode(MariaDBServer):
             '[sst]\nprogress=0\n')
 
     def _command(self):
-        argv = ['mariadbd', f'--defaults-file={self.datadir / "my.cnf"}']
+        argv = ['mariadbd', f'--defaults-file={self.home / "my.cnf"}']
         if self.bootstrap:
             argv.append('--wsrep-new-cluster')
         return argv
@@ -263,7 +285,15 @@ class GaleraCluster:
     def __init__(self, directory, size=3):
         self.directory = pathlib.Path(directory).resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.nodes = [GaleraNode(self.directory / f'node{index}', '',
+        if os.geteuid() == 0:
+            # The nodes run as ``mysql``: their files go where it may go.
+            self.home = pathlib.Path(tempfile.mkdtemp(prefix='ow-galera-',
+                                                      dir='/tmp'))
+            os.chmod(self.home, 0o711)
+        else:
+            self.home = self.directory / 'home'
+        self.nodes = [GaleraNode(self.directory / f'node{index}',
+                                 self.home / f'node{index}', '',
                                  bootstrap=index == 0)
                       for index in range(size)]
         address = 'gcomm://' + ','.join(n.gcomm_address for n in self.nodes)
@@ -297,6 +327,11 @@ class GaleraCluster:
     def stop(self):
         for node in reversed(self.nodes):
             node.stop()
+
+    def remove(self):
+        """Stop every node and delete the nodes' private files."""
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
 
     def kill(self, index):
         """SIGKILL node ``index`` (a crash)."""
