@@ -12,6 +12,7 @@ digest-protected board.
 """
 
 import collections
+import time
 
 from clihelp import run, write_conf
 from kazoo import security as kazoo_security
@@ -73,16 +74,9 @@ def _variant(dep, name, **task_flow):
 
 
 def _logs(dep):
-    return '\n'.join(f'{p.log}:\n' + '\n'.join(
+    return '\n'.join(f'{p.log} (exit code {p.poll()}):\n' + '\n'.join(
         p.log.read_text(errors='replace').splitlines()[-15:])
         for p in dep.conductors)
-
-
-def _wait(dep, job_id, predicate, what):
-    try:
-        return dep.wait_for(job_id, predicate, timeout=60, what=what)
-    except AssertionError as exc:
-        raise AssertionError(f'{exc}\n{_logs(dep)}') from None
 
 
 def _run_selftest(dep, tmp_path, steps=5):
@@ -90,8 +84,9 @@ def _run_selftest(dep, tmp_path, steps=5):
     dep.conductor('zk-prod')
     job_id = dep.submit('selftest', steps=steps, step_seconds=0,
                         record_to=record)
-    job = _wait(dep, job_id, lambda j: j['state'] in (
-        'SUCCESS', 'FAILED', 'CANCELLED', 'PAUSED'), 'the end')
+    waited = dep.cli('wait', job_id, '--timeout', '90')
+    assert waited.returncode == 0, (waited.stdout, waited.stderr, _logs(dep))
+    job = dep.show(job_id)
     assert job['state'] == 'SUCCESS', job
     assert job['progress']['done'] == steps
     counts = collections.Counter(
@@ -175,8 +170,6 @@ def test_digest_acl_anonymous_clients_can_neither_read_nor_delete_a_job(
     dep.cli('db', 'upgrade', check=0)
     dep.conductor('zk-acl')
     job_id = dep.submit('selftest', steps=60, step_seconds=0.5)
-    _wait(dep, job_id, lambda j: j['state'] == 'RUNNING' and
-          j['progress']['done'] >= 1, 'running')
     root = f'/{namespace}'
     clients = {
         'anonymous': kazoo_client.KazooClient(hosts=ensemble.hosts),
@@ -190,6 +183,10 @@ def test_digest_acl_anonymous_clients_can_neither_read_nor_delete_a_job(
     try:
         for client in [owner] + list(clients.values()):
             client.start(timeout=15)
+        deadline = time.monotonic() + 60
+        while not any(c.endswith('.lock') for c in owner.get_children(root)):
+            assert time.monotonic() < deadline, f'not claimed\n{_logs(dep)}'
+            time.sleep(0.1)
         children = owner.get_children(root)
         jobs = [c for c in children if not c.endswith('.lock')]
         locks = [c for c in children if c.endswith('.lock')]
@@ -229,7 +226,8 @@ def test_digest_acl_anonymous_clients_can_neither_read_nor_delete_a_job(
     # the job was not disturbed: still running, then cancelled
     assert dep.show(job_id)['state'] == 'RUNNING'
     dep.cli('cancel', job_id, check=0)
-    _wait(dep, job_id, lambda j: j['state'] == 'CANCELLED', 'cancelled')
+    dep.cli('wait', job_id, '--timeout', '60', check=1)
+    assert dep.show(job_id)['state'] == 'CANCELLED'
     assert dep.cli('list', '--all', '-f', 'value', '-c', 'id',
                    check=0).stdout.split() == [job_id]
     dep.stop_all()
