@@ -18,10 +18,11 @@ is SIGKILLed.  Then:
   than the failover takes); no "claim ... lost" in any log;
 - nothing is left on the board.
 
-What asynchronous replication can lose (a post or claim acknowledged in
-the last moment before the kill) is described in doc/production-redis.md;
-the recovery from a claim that vanishes is tested in
-tests/functional/test_chaos.py (``test_claim_vanishes_from_redis``).
+Second test, what asynchronous replication can lose (doc/
+production-redis.md): the promoted replica lacks the running job's
+claim.  The owner notices at its next renewal or fencing check, stops,
+and the job is claimed again and finishes: every step run, at most the
+one in flight at the switch twice.
 """
 
 import os
@@ -67,8 +68,7 @@ def _owner_on(node, password, namespace):
         return [client.get(k) for k in keys]
 
 
-def test_primary_killed_mid_job_sentinel_promotes(cluster, tmp_path,
-                                                  namespace):
+def _deployment(cluster, tmp_path, namespace, expiry):
     task_flow = {
         'jobboard_enabled': True,
         'jobboard_backend_driver': 'redis_taskflow_driver',
@@ -77,44 +77,62 @@ def test_primary_killed_mid_job_sentinel_promotes(cluster, tmp_path,
         'jobboard_redis_sentinel_password': cluster.sentinel_password,
         'jobboard_backend_password': cluster.password,
         'jobboard_backend_namespace': namespace,
-        'jobboard_expiration_time': EXPIRY,
+        'jobboard_expiration_time': expiry,
         'persistence_connection': f'sqlite:///{tmp_path}/store.sqlite'}
     dep = Deployment(tmp_path, 'redis', 'sqlite', {
         'task_flow': task_flow, 'conductor': {'poll_interval': 0.2}})
     dep.cli('db', 'upgrade', check=0)
+    return dep
+
+
+def _start_job(dep, cluster, namespace, record, steps):
+    """Two conductors, one job; returns (job id, primary, replica,
+    claimant) once a few steps ran and the claim is on the replica."""
+    dep.conductor('ctl-a')
+    dep.conductor('ctl-b')
+    job_id = dep.submit('selftest', steps=steps, step_seconds=0.1,
+                        record_to=record)
+    old = cluster.primary_node()
+    replica = next(n for n in cluster.nodes if n is not old)
+    deadline = time.monotonic() + 60
+    while len(_lines(record)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_lines(record)) >= 5, 'the job did not start'
+    # the claim is on the replica too (the driver WAITs for it)
+    owners = _owner_on(replica, cluster.password, namespace)
+    assert len(owners) == 1 and owners[0], owners
+    return job_id, old, replica, owners[0].decode()
+
+
+def _finished(dep, job_id, steps):
+    job = dep.wait_for(job_id, lambda j: j['state'] in (
+        'SUCCESS', 'FAILED', 'CANCELLED', 'PAUSED'),
+        timeout=60 + steps * 0.5, what='the end of the job')
+    assert job['state'] == 'SUCCESS', job
+    logs = [p.log.read_text(errors='replace') for p in dep.conductors]
+    claimed = [line for text in logs for line in text.splitlines()
+               if f'job {job_id}: claimed by' in line]
+    return job, logs, claimed
+
+
+def test_primary_killed_mid_job_sentinel_promotes(cluster, tmp_path,
+                                                  namespace):
+    dep = _deployment(cluster, tmp_path, namespace, EXPIRY)
     record = tmp_path / 'steps.txt'
     try:
-        dep.conductor('ctl-a')
-        dep.conductor('ctl-b')
-        job_id = dep.submit('selftest', steps=STEPS, step_seconds=0.1,
-                            record_to=record)
-        old = cluster.primary_node()
-        replica = next(n for n in cluster.nodes if n is not old)
-        deadline = time.monotonic() + 60
-        while len(_lines(record)) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(_lines(record)) >= 5, 'the job did not start'
-        # the claim is on the replica too (the driver WAITs for it)
-        owners = _owner_on(replica, cluster.password, namespace)
-        assert len(owners) == 1 and owners[0], owners
-        claimant = owners[0].decode()
+        job_id, old, replica, claimant = _start_job(
+            dep, cluster, namespace, record, STEPS)
         done_at_kill = len(_lines(record))
         old.kill()
         promoted = cluster.wait_for_failover(old.port, timeout=30)
         assert promoted is replica
         assert done_at_kill < STEPS, 'the job ended before the kill'
-        job = dep.wait_for(job_id, lambda j: j['state'] in (
-            'SUCCESS', 'FAILED', 'CANCELLED', 'PAUSED'),
-            timeout=60 + STEPS * 0.5, what='the end of the job')
-        assert job['state'] == 'SUCCESS', job
+        job, logs, claimed = _finished(dep, job_id, STEPS)
         # every step exactly once, in order
         assert _lines(record) == list(range(1, STEPS + 1))
         assert all(t['attempts'] == 1 for t in job['targets'])
         # one claim, kept by its conductor through the failover
         assert job['owner'] == claimant
-        logs = [p.log.read_text(errors='replace') for p in dep.conductors]
-        claimed = [line for text in logs for line in text.splitlines()
-                   if f'job {job_id}: claimed by' in line]
         assert len(claimed) == 1, claimed
         assert claimant in claimed[0]
         assert not any(f'claim of {claimant}' in t and 'lost' in t
@@ -124,5 +142,44 @@ def test_primary_killed_mid_job_sentinel_promotes(cluster, tmp_path,
         assert _owner_on(promoted, cluster.password, namespace) == []
         listed = dep.cli('list', '-f', 'value', '-c', 'id', check=0)
         assert listed.stdout.strip() == ''
+    finally:
+        dep.stop_all()
+
+
+def test_a_claim_the_replica_never_got_is_recovered(cluster, tmp_path,
+                                                    namespace):
+    """What asynchronous replication can lose: the promoted replica lacks
+    the running job's claim (made here by deleting it on the replica
+    alone, which is what a claim acknowledged by the old primary and
+    never replicated leaves behind).  The owner's next renewal or
+    fencing check on the new primary finds the claim gone and stops;
+    the job is claimed again and finishes, every step run, at most the
+    one in flight at the switch run twice (the guarantee of a conductor
+    crash)."""
+    steps = 40
+    dep = _deployment(cluster, tmp_path, namespace, expiry=4)
+    record = tmp_path / 'steps.txt'
+    try:
+        job_id, old, replica, claimant = _start_job(
+            dep, cluster, namespace, record, steps)
+        with services_redis._client(replica.port, cluster.password) as c:
+            c.config_set('replica-read-only', 'no')
+            keys = list(c.scan_iter(match=f'{namespace}*.owned'))
+            assert len(keys) == 1 and c.delete(*keys) == 1
+        assert _owner_on(replica, cluster.password, namespace) == []
+        old.kill()
+        assert cluster.wait_for_failover(old.port, timeout=30) is replica
+        done_at_switch = len(_lines(record))
+        assert done_at_switch < steps, 'the job ended before the switch'
+        job, logs, claimed = _finished(dep, job_id, steps)
+        numbers = _lines(record)
+        assert sorted(set(numbers)) == list(range(1, steps + 1))
+        twice = [n for n in set(numbers) if numbers.count(n) > 1]
+        assert len(twice) <= 1 and all(numbers.count(n) == 2
+                                       for n in twice), twice
+        # the loss was noticed, and the job was claimed once more
+        assert any(f'claim of {claimant} lost' in t for t in logs), logs
+        assert len(claimed) == 2, claimed
+        assert _owner_on(replica, cluster.password, namespace) == []
     finally:
         dep.stop_all()
