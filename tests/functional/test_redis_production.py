@@ -4,11 +4,12 @@ Real servers from ``owtools.services_redis`` (one primary, one replica,
 three sentinels with their own password; a TLS-only Redis whose
 ``default`` user is off and whose ACL user has a password, a client
 certificate and only the rights doc/production-redis.md recommends:
-the namespace's keys and channels, no admin command), the real CLI and a real conductor process.  A selftest job
-is posted, claimed and finished through each; a wrong CA, a wrong
-password, the data password given to the sentinels: each is one line on
-stderr and exit code 2, with nothing posted or recorded, and no password
-in any output, log or board key.
+the namespace's keys and channels, no admin command), the real CLI and
+a real conductor process.  A selftest job is posted, claimed and
+finished through each; a wrong CA, a wrong password, the data password
+given to the sentinels: each is one line on stderr and exit code 2, with
+nothing posted or recorded, and no password in any output, log or board
+key.
 """
 
 import shutil
@@ -273,21 +274,25 @@ def test_tls_mistakes_are_one_line_exit_2(tls_redis, deployment, tmp_path,
         opts = tls_options(tls_redis, namespace,
                            jobboard_redis_backend_ssl_options=(
                                tls_redis.ssl_options(ca=other)))
-        expect = 'certificate verify failed'
+        expect = ('certificate verify failed: self-signed certificate in '
+                  'certificate chain (_ssl.c')
+        hint = '(check jobboard_redis_backend_ssl_options)'
     elif mistake == 'wrong-password':
         opts = tls_options(tls_redis, namespace,
                            jobboard_backend_password='not-it')
         expect = 'authentication failed'
+        hint = '(jobboard_backend_username/jobboard_backend_password)'
     else:
         opts = tls_options(tls_redis, namespace)
         del opts['jobboard_backend_username']
         expect = 'authentication failed'
+        hint = '(jobboard_backend_username/jobboard_backend_password)'
     dep = deployment(opts)
     for args in (('submit', 'selftest', '--param', 'steps=1'),
                  ('conductor', '--name', 'ctl-bad')):
         line = _one_line_exit_2(dep, *args)
         assert line.startswith('octavia-workflow: error: jobboard rediss://')
-        assert expect in line, line
+        assert expect in line and line.endswith(hint), line
         assert tls_redis.password not in line
     _nothing_recorded(dep)
 

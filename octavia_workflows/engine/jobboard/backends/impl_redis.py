@@ -255,9 +255,12 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
                 '(jobboard_backend_username/jobboard_backend_password)'
             ) from exc
         except (redis_exc.RedisError, OSError) as exc:
+            reason = base._first_line(exc)
+            if '[SSL' in reason:
+                reason += ' (check jobboard_redis_backend_ssl_options)'
             raise exceptions.BackendUnavailable(
-                f'jobboard {self.describe()} is unreachable: '
-                f'{base._first_line(exc)}') from exc
+                f'jobboard {self.describe()} is unreachable: {reason}'
+            ) from exc
         self.board = tf_redis.RedisJobBoard(
             self.name, {'namespace': tf.jobboard_backend_namespace},
             client=self.client)
