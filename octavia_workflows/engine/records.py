@@ -236,6 +236,16 @@ class Records:
         with self.engine.begin() as conn:
             return conn.execute(query.values(**values)).rowcount == 1
 
+    def take_fence(self, job_id):
+        """Advance the job's fencing token and return the new value (a
+        conductor starting a run of the job calls this; see
+        :mod:`.fencing`).  None if there is no such job."""
+        with self.engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
+                fence=jobs.c.fence + 1))
+            return conn.execute(sa.select(jobs.c.fence).where(
+                jobs.c.id == job_id)).scalar()
+
     def adopt_posting(self, job_id, board_uuid):
         """Record ``board_uuid`` as the job's posting if none is recorded.
 

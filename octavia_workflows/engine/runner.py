@@ -32,6 +32,7 @@ from taskflow.persistence import models
 
 from octavia_workflows import exceptions, states, workflow
 from octavia_workflows.engine import context as ctx_mod
+from octavia_workflows.engine import fencing
 from octavia_workflows.engine import records as rec
 
 LOG = logging.getLogger(__name__)
@@ -170,12 +171,25 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
         errors are logged with their traceback and end the job FAILED
         (or released for another attempt if they look transient).
     """
+    if persistence.records.get_job(job_id) is None:
+        return Outcome(states.FAILED, 'job record vanished')
+    # Every write of this run checks the job's fencing token in its own
+    # transaction: one in flight when another conductor took over is
+    # refused (see engine.fencing).
+    fenced = fencing.open_run(persistence, job_id, claim)
+    try:
+        return _run(fenced, persistence, job_id, claim, stop_event,
+                    save_logbook, cloud_factory, listener, conf)
+    finally:
+        fenced.close()
+
+
+def _run(persistence, origin, job_id, claim, stop_event, save_logbook,
+         cloud_factory, listener, conf):
     import taskflow.engines
 
     records = persistence.records
     job = records.get_job(job_id)
-    if job is None:
-        return Outcome(states.FAILED, 'job record vanished')
     try:
         flow_decl = workflow.get(job['workflow'])
     except exceptions.UnknownWorkflow as exc:
@@ -183,7 +197,7 @@ def run_job(persistence, job_id, claim, stop_event=None, save_logbook=False,
     context = ctx_mod.RunContext(
         job_id, job['workflow'], job['parameters'], claim.owner, records,
         claim, cloud_name=job['cloud'], cloud_factory=cloud_factory,
-        listener=listener, conf=conf, persistence=persistence)
+        listener=listener, conf=conf, persistence=origin)
     if stop_event is not None and stop_event.is_set():
         return Outcome(states.PENDING, 'conductor stopping', release=True)
     if job['control'] == states.CANCEL:

@@ -10,7 +10,9 @@ claim expiries.  A conductor on the host must take the job over; when
 the link comes back, the partitioned conductor must not act on the cloud
 again for that job (fencing).  Counted in Octavia's database: no load
 balancer failed over twice, none skipped.  With ZooKeeper the partition
-also expires the conductor's session.
+also expires the conductor's session.  A write the partitioned conductor
+had in flight is refused by the job's fencing token when the link comes
+back (no target end is recorded by it after the heal).
 """
 
 import datetime
@@ -141,3 +143,11 @@ def test_partitioned_conductor_never_acts_again(sandbox, request, board,
     started = _log_times(island_log, ': started')
     assert started and not [t for t in started if t > healed_at], \
         island_log.read_text()[-3000:]
+    # Nor did a write of its own land after the link came back: one it
+    # had in flight when it was cut off is refused by the job's fencing
+    # token (the host's takeover advanced it), so it records no target's
+    # end (it logs that only once the write committed).
+    ended = [t for state in ('DONE', 'FAILED', 'SKIPPED')
+             for t in _log_times(island_log, f': {state}')
+             if t > healed_at]
+    assert not ended, island_log.read_text()[-3000:]
