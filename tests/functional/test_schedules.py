@@ -198,3 +198,33 @@ def _fire_across_conductors(dep, db, store, tmp_path):
         if proc is not victim:
             text = proc.log.read_text(errors='replace')
             assert 'Traceback' not in text and 'IntegrityError' not in text
+
+
+def test_a_job_whose_conductor_died_before_posting_it_runs(make_deployment,
+                                                           tmp_path):
+    """What a conductor SIGKILLed between the commit of a fire time and
+    the board posting leaves behind: another conductor posts the job
+    (after the claim expiry) and it runs, once."""
+    dep = make_deployment('redis', 'sqlite')
+    record = tmp_path / 'steps.txt'
+    dep.cli('schedule', 'create', 'later', '--cron', '0 3 * * *',
+            'selftest', '--param', 'steps=1', '--param', 'step_seconds=0',
+            '--param', f'record_to={record}', check=0)
+    db = persistence.Persistence(ow_conf.load([str(dep.path)])
+                                 .task_flow.persistence_connection)
+    try:
+        store = schedules.ScheduleRecords(db.engine)
+        schedule = store.get('later')
+        fire = schedule['next_fire']
+        decision = schedules.Decision(
+            'fire', fire, schedules.next_after(schedule['cron'], fire))
+        job_id = store.fire(schedule, decision, schedule['created_at'])
+        assert db.records.get_job(job_id)['board_job'] is None
+    finally:
+        db.close()
+    dep.conductor('ctl-repair')
+    job = dep.wait_for(job_id, lambda j: j['state'] == 'SUCCESS',
+                       timeout=60, what='the unposted job to run')
+    assert job['schedule'] == 'later'
+    assert record.read_text().split() == [job_id, '1']
+    assert 'posted by no conductor' in dep.conductors[0].log.read_text()
