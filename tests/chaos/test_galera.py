@@ -3,12 +3,14 @@
 A three-node MariaDB Galera cluster (rsync SST, started here); the
 persistence URL lists the three nodes, node A first, as an operator
 without a virtual IP configures it.  One conductor (Redis jobboard) runs
-a ``selftest`` job of ``OW_CHAOS_GALERA_STEPS`` short steps (default 150;
+a ``selftest`` job of ``OW_CHAOS_GALERA_STEPS`` short steps (default 100;
 the record file counts every step that ran).  Once it is writing to node
 A (its sessions are seen there) and has done a third of the steps, node A
-is killed with SIGKILL.  The same conductor carries on through node B:
-the job ends SUCCESS, every step ran exactly once, every target is DONE
-on both surviving nodes, and the conductor was never restarted.
+is killed with SIGKILL, with a write of the conductor in flight on it (the
+test holds the job's row on node A until the conductor's next write waits
+for it).  The same conductor carries on through node B: the job ends
+SUCCESS, every step ran exactly once, every target is DONE on both
+surviving nodes, and the conductor was never restarted.
 
 Writers on two nodes at once conflict (Galera certification failures
 surface as deadlock errors): the job records retry the rolled-back
@@ -32,7 +34,7 @@ from owtools.services_sql import GaleraCluster
 
 pytestmark = [pytest.mark.functional, pytest.mark.chaos]
 
-STEPS = int(os.environ.get('OW_CHAOS_GALERA_STEPS', '150'))
+STEPS = int(os.environ.get('OW_CHAOS_GALERA_STEPS', '100'))
 
 
 @pytest.fixture(scope='module')
@@ -67,6 +69,17 @@ def _sessions(node, database):
                   'WHERE USER = %s AND DB = %s', node.user, database)[0][0]
 
 
+def _wait_for_blocked_write(node, database, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _query(node, 'SELECT COUNT(*) FROM information_schema.PROCESSLIST '
+                  "WHERE USER = %s AND DB = %s AND INFO LIKE 'UPDATE%%'",
+                  node.user, database)[0][0]:
+            return
+        time.sleep(0.05)
+    raise AssertionError('no write of the conductor waits on node A')
+
+
 def test_job_survives_the_death_of_its_galera_node(galera, tmp_path,
                                                    namespace, redis_server):
     url = galera.create_database(namespace, order=[0, 1, 2])
@@ -85,10 +98,18 @@ def test_job_survives_the_death_of_its_galera_node(galera, tmp_path,
         while len(_lines(record)) < STEPS // 3:
             assert time.monotonic() < deadline, 'the job does not progress'
             time.sleep(0.05)
-        # The conductor writes to node A (listed first): kill that one.
+        # The conductor writes to node A (listed first).  Hold the job's
+        # row there so its next write waits on node A, then kill node A
+        # with that write in flight.
         assert _sessions(node_a, namespace) >= 1
-        done_at_kill = len(_lines(record))
-        galera.kill(0)
+        with contextlib.closing(node_a._root()) as lock:
+            with lock.cursor() as cur:
+                cur.execute('BEGIN')
+                cur.execute(f'SELECT id FROM `{namespace}`.ow_jobs WHERE '
+                            'id = %s FOR UPDATE', (job_id,))
+                _wait_for_blocked_write(node_a, namespace)
+                done_at_kill = len(_lines(record))
+                galera.kill(0)
         assert done_at_kill < STEPS
         proc = dep.cli('wait', job_id, '--timeout', str(30 + STEPS))
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -115,6 +136,8 @@ def test_job_survives_the_death_of_its_galera_node(galera, tmp_path,
     log = conductor.log.read_text(errors='replace')
     assert 'transient failure' not in log, 'the job was released, not ' \
         'carried on through the next node'
+    # the write in flight was retried through another node
+    assert 'trying again' in log or 'database unreachable' in log
 
 
 def _conflicts(nodes):
@@ -133,7 +156,7 @@ def test_conflicting_writers_on_two_nodes_each_land_once(galera, namespace):
     galera.create_database(namespace)
     stores = [persistence.Persistence(galera.url(namespace, order=[i]))
               for i in (1, 2)]
-    calls = 60
+    calls = 40
     errors = []
     try:
         stores[0].upgrade()
