@@ -346,10 +346,12 @@ def _leader(samples):
     return (samples or {}).get('octavia_workflows_fleet_audit_leader') == 1
 
 
+@pytest.mark.parametrize('board', ['redis', 'zookeeper'])
 def test_one_conductor_exports_the_fleet_gauges(sandbox, fleet, tmp_path,
-                                                redis_server):
+                                                request, board):
     ports = [services.free_port(), services.free_port()]
-    shared = RunbookCli(tmp_path, 'redis', redis_server,
+    server = request.getfixturevalue(f'{board}_server')
+    shared = RunbookCli(tmp_path, board, server,
                         groups={'fleet': {'audit_interval': 1}})
     procs = []
     try:
