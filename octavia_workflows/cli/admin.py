@@ -63,7 +63,10 @@ class Conductor(base.Command):
     Its name is NAME plus a unique suffix per process start; "show"
     reports it as the job's owner.  On SIGTERM (or Ctrl-C) it stops
     claiming, lets in-flight steps finish, releases its claims and exits
-    0.  Needs [task_flow] jobboard_enabled = True.
+    0.  Needs [task_flow] jobboard_enabled = True.  With [conductor]
+    metrics_port set it serves /metrics and /healthz, and, with a cloud
+    configured, the fleet census as octavia_workflows_fleet_* gauges
+    every [fleet] audit_interval seconds (one conductor at a time).
     """
 
     def get_parser(self, prog_name):
