@@ -129,9 +129,10 @@ def install(engine, hosts=None):
                 continue
             try:
                 _galera_session(conn)
-            except _NodeUnready as exc:
+            except (_NodeUnready, dialect.dbapi.Error) as exc:
                 conn.close()
-                last = dialect.dbapi.OperationalError(1047, str(exc))
+                last = exc if isinstance(exc, dialect.dbapi.Error) else \
+                    dialect.dbapi.OperationalError(1047, str(exc))
                 LOG.warning('database host %s: %s', _name(host, params), exc)
                 continue
             if order is not None:
