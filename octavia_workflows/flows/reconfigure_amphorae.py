@@ -17,8 +17,10 @@ Targets are the amphorae of the load balancers selected by
 one load balancer's amphorae one after the other, paced like the
 rotation runbooks (``concurrency``, ``interval``, ``max_per_az``) with
 the same circuit breaker (``max_failures``).  An amphora whose load
-balancer is not ACTIVE, or which is not ALLOCATED, is SKIPPED with the
-reason.
+balancer is not ACTIVE, or which is neither ALLOCATED nor
+FAILOVER_STOPPED, is SKIPPED with the reason (a FAILOVER_STOPPED one is
+exactly what a guarded health manager makes of an amphora still sending
+to the old addresses: it needs the push most).
 
 What happens on failure:
 
@@ -74,6 +76,8 @@ from octavia_workflows.machinery import params as shared
 NAME = 'reconfigure-amphorae'
 ACTION = 'amphora-configure'
 ALLOCATED = 'ALLOCATED'
+#: Amphora statuses that get the push.
+CONFIGURABLE = (ALLOCATED, 'FAILOVER_STOPPED')
 #: Longest pause between two tries after a transient error (seconds).
 MAX_RETRY_PAUSE = 30.0
 #: Seconds between two looks for an amphora's heartbeat.
@@ -127,7 +131,7 @@ def amphora_skip_reason(amp, lb):
     status = lb.get('provisioning_status')
     if status != inventory.ACTIVE:
         return f'load balancer is {status}'
-    if amp.get('status') != ALLOCATED:
+    if amp.get('status') not in CONFIGURABLE:
         return f'amphora is {amp.get("status")}'
     return None
 

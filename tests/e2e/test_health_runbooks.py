@@ -12,6 +12,7 @@ manager and its real circuit breaker, counted in Octavia's own database.
   Octavia's health manager reports it).
 """
 
+import contextlib
 import signal
 import time
 import uuid
@@ -202,3 +203,57 @@ def test_canary_waits_after_two_and_finishes_online_on_approve(sandbox, rb):
                for lb in lbs)
     _until('every load balancer ONLINE', lambda: set(_operating(
         sandbox, lbs).values()) == {'ONLINE'})
+
+
+def test_reconfigure_moves_heartbeats_and_reports_one_that_does_not_follow(
+        sandbox, tmp_path):
+    """The adoption procedure: a second health manager, the new list
+    pushed to every amphora; Octavia's amphora_health shows each one's
+    heartbeats arrive -- except from an amphora that stays silent, which
+    FAILS and is pushed only once."""
+    from owtools.sandbox import heartbeats
+
+    health = sandbox.health()
+    lbs = seed.seed_api(sandbox.api, 2, prefix='reconf')
+    _until('heartbeating', lambda: _heartbeating(sandbox, lbs))
+    amps = _amphorae(sandbox, lbs)
+    follows, silent = amps[lbs[0]][0][0], amps[lbs[1]][0][0]
+    rb = RunbookCli(tmp_path, groups={
+        'octavia_database': {'connection': sandbox.db_url}})
+    try:
+        # the new health manager, guarded by its breaker while amphorae
+        # move (stale ones are marked FAILOVER_STOPPED, not failed over);
+        # the old one stopped: only the new one can record a heartbeat
+        health.configure(failover_threshold=1)
+        second = health.add_manager('reconf', timeout=120)
+        health.set_controllers([second])
+        health._stop_key('health-manager')
+        sandbox.heartbeat_knobs(silent_amphorae=[silent])
+        proc = rb.cli('submit', 'reconfigure-amphorae', '-f', 'json',
+                      *rb.params({'loadbalancers': ','.join(lbs),
+                                  'health_managers_stopped': 'true',
+                                  'heartbeat_timeout': 20,
+                                  'max_failures': 0}), timeout=300)
+        assert proc.returncode == 1, proc.stderr     # one target FAILED
+        [job] = rb.jobs()
+        report = rb.report(job['id'])
+        ok, failed = report[follows], report[silent]
+        assert ok['state'] == 'DONE', ok
+        assert ok['after']['last_heartbeat'] > (
+            ok['before']['last_heartbeat'] or '')
+        entry = heartbeats.read_status(sandbox.dir)['amphorae'][follows]
+        assert entry['controllers'] == [second]
+        assert failed['state'] == 'FAILED'
+        assert failed['error'].startswith(
+            f'no heartbeat from amphora {silent} reached a health manager '
+            f'within 20 s of the configuration push')
+        assert failed['after']['calls'] == 1
+        configured = sandbox.accounting().configured_amphorae()
+        assert configured.get(follows) == 1 and configured.get(silent) == 1
+    finally:
+        sandbox.heartbeat_knobs(clear=True)
+        health.reset_controllers()
+        with contextlib.suppress(Exception):
+            health.stop_manager('reconf')
+        health.restart(failover_threshold=None, timeout=120)
+        rb.stop()

@@ -104,11 +104,14 @@ def test_an_amphora_whose_heartbeats_do_not_move_fails(tmp_path):
     assert cloud.calls[bad_amp['id']] == 1      # pushed once, not again
 
 
-def test_never_heard_from_counts_once_a_heartbeat_arrives(tmp_path):
+def test_never_heard_from_and_failover_stopped_amphorae_are_pushed(
+        tmp_path):
     cloud = Octavia(tmp_path / 'octavia.db')
     lb = cloud.add_lb('ACTIVE_STANDBY')
     amps = [a['id'] for a in cloud.list_amphorae(loadbalancer_id=lb)]
     cloud.follows.update(amps)
+    # a guarded health manager marked it stale: it needs the push most
+    cloud.amps[amps[1]]['status'] = 'FAILOVER_STOPPED'
     job = _job(tmp_path, cloud)
     job.plan()
     for item in job.items():
