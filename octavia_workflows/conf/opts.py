@@ -36,8 +36,12 @@ task_flow_opts = [
         secret=True,
         help='SQLAlchemy URL of the persistence database that holds every '
         'job, its parameters and each step\'s state, e.g. '
-        'mysql+pymysql://user:pass@host/octavia_persistence. Unset: an '
-        'SQLite file in state_path (single host only).',
+        'mysql+pymysql://user:pass@host/octavia_persistence or '
+        'postgresql+psycopg://user:pass@host/octavia_persistence; a '
+        'Galera cluster without a virtual IP: mysql+pymysql://user:pass@'
+        '/octavia_persistence?host=db1:3306&host=db2:3306&host=db3:3306 '
+        '(the first node that answers is used). Unset: an SQLite file in '
+        'state_path (single host only).',
     ),
     cfg.BoolOpt(
         'jobboard_enabled',
