@@ -77,10 +77,7 @@ def test_the_leader_dies_mid_job_and_the_job_finishes(
         owner = None
         deadline = time.monotonic() + 60 + STEPS * 0.2
         while time.monotonic() < deadline:
-            job = dep.show(job_id)
-            owner = owner or job['owner']
-            if job['state'] in ('SUCCESS', 'FAILED', 'CANCELLED', 'PAUSED'):
-                break
+            # progress from the record (cheap), then the job (a CLI run)
             done = len(_steps(record))
             if len(killed) < 2 and done >= (len(killed) + 1) * STEPS // 3:
                 if killed:                      # the first one is back
@@ -90,6 +87,11 @@ def test_the_leader_dies_mid_job_and_the_job_finishes(
                 ensemble.kill(leader)
                 killed.append(leader)
                 killed_at = done
+                continue
+            job = dep.show(job_id)
+            owner = owner or job['owner']
+            if job['state'] in ('SUCCESS', 'FAILED', 'CANCELLED', 'PAUSED'):
+                break
             time.sleep(0.1)
         job = dep.show(job_id)
         assert conductor.poll() is None, 'the conductor died'
@@ -108,6 +110,6 @@ def test_the_leader_dies_mid_job_and_the_job_finishes(
         n for n in range(1, STEPS + 1) if counts[n] != 1]
     assert job['progress']['done'] == STEPS
     # the conductor really lost its server (and came back) each time
-    assert log.count('Connection dropped') >= 1, log[-3000:]
+    assert log.count('Zookeeper connection lost') >= 2, log[-3000:]
     # ... with its session, and so its claim, intact
     assert 'Session has expired' not in log

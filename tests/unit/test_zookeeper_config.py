@@ -63,3 +63,20 @@ def test_connection_warnings_are_counted_and_quiet_until_connected(caplog):
     log.quiet = False
     log.warning('Connection dropped: %s', 'socket connection broken')
     assert caplog.records[-1].levelno == logging.WARNING
+
+
+def test_no_auth_in_any_operation_says_what_to_check(tmp_path):
+    from kazoo import exceptions as kazoo_exc
+
+    driver = _driver(tmp_path, jobboard_backend_hosts='zk1:2181')
+    with pytest.raises(exceptions.BackendUnavailable) as info:
+        with driver.translate('listing jobs'):
+            raise kazoo_exc.NoAuthError()
+    assert str(info.value) == (
+        'jobboard zookeeper://zk1:2181/octavia_workflows: listing jobs '
+        'failed: not authorised (check jobboard_backend_username and '
+        'jobboard_backend_password)')
+    with pytest.raises(exceptions.BackendUnavailable) as info:
+        with driver.translate('listing jobs'):
+            raise kazoo_exc.ConnectionLoss()
+    assert 'not authorised' not in str(info.value)

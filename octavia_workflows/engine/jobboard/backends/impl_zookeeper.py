@@ -31,6 +31,7 @@ identity the namespace's ACL does not admit (wrong user name or
 password) is reported as not authorised.
 """
 
+import contextlib
 import logging
 import os
 import threading
@@ -158,6 +159,20 @@ class ZookeeperDriver(fleet_zookeeper.ZookeeperFleet,
             connection_retry={'max_tries': -1, 'delay': 0.2, 'max_delay': 2},
             command_retry={'max_tries': 3, 'delay': 0.2, 'max_delay': 2},
             **kwargs)
+
+    @contextlib.contextmanager
+    def translate(self, what):
+        """As the base's, and a NoAuth says what to check."""
+        try:
+            with super().translate(what):
+                yield
+        except exceptions.BackendUnavailable as exc:
+            if not _caused_by(exc, kazoo_exc.NoAuthError):
+                raise
+            raise exceptions.BackendUnavailable(
+                f'jobboard {self.describe()}: {what} failed: not '
+                'authorised (check jobboard_backend_username and '
+                'jobboard_backend_password)') from exc
 
     def _acl(self):
         """With digest auth configured, every node the board creates is
