@@ -175,21 +175,36 @@ def test_config_push_moves_heartbeats_to_a_second_health_manager(sandbox):
     acc = sandbox.accounting()
     health = sandbox.health()
     [lb_id] = seed.seed_api(sandbox.api, 1, prefix='hb-push')
+    # One amphora on an image whose agent does not reload its health
+    # manager list on a configuration push (Octavia bug 2121691).
+    old_image = str(uuid.uuid4())
+    sandbox.inject(amphora_fields={'image_id': old_image})
+    try:
+        [stuck_lb] = seed.seed_api(sandbox.api, 1, prefix='hb-push-old')
+    finally:
+        sandbox.inject(amphora_fields={'image_id': None})
+    sandbox.heartbeat_knobs(no_reload_images=[old_image])
     [amp_id] = _until('heartbeating', lambda: _heartbeating(acc, lb_id))
+    [stuck] = _until('heartbeating', lambda: _heartbeating(acc, stuck_lb))
+    main = health.address()
     second = health.add_manager('second')
     try:
         health.set_controllers([second])
         # The worker renders the agent configuration with the new list
         # and pushes it through the amphora driver.
-        sandbox.api.put(f'/v2/octavia/amphorae/{amp_id}/config', {})
+        for amp in (amp_id, stuck):
+            sandbox.api.put(f'/v2/octavia/amphorae/{amp}/config', {})
 
-        def moved():
-            entry = heartbeats.read_status(sandbox.dir).get(
-                'amphorae', {}).get(amp_id, {})
-            return entry.get('controllers') == [second]
-        _until('sending to the second manager', moved)
+        def sending(amp):
+            return heartbeats.read_status(sandbox.dir).get(
+                'amphorae', {}).get(amp, {}).get('controllers')
+        _until('sending to the second manager',
+               lambda: sending(amp_id) == [second])
+        _until('both pushes made', lambda: {amp_id, stuck} <= set(
+            acc.configured_amphorae()))
+        assert sending(stuck) == [main]
         health.reset_controllers()
-        # Only the second health manager hears it now: the amphora stays
+        # Only the second health manager hears the first now: it stays
         # healthy for longer than heartbeat_timeout...
         since = datetime.datetime.utcnow().replace(microsecond=0)
         _until('health updated by the second manager', lambda: acc
@@ -197,10 +212,13 @@ def test_config_push_moves_heartbeats_to_a_second_health_manager(sandbox):
                + datetime.timedelta(seconds=12), timeout=STALE_WAIT)
         assert acc.amphorae_by_lb([lb_id])[lb_id] == {'ALLOCATED': 1}
     finally:
+        sandbox.heartbeat_knobs(no_reload_images=[])
         health.reset_controllers()
         health.stop_manager('second')
     # ...and once the second one is gone, the first finds it stale and
-    # fails it over: it had not been receiving from it.
+    # fails it over: it had not been receiving from it. The amphora that
+    # did not follow kept sending to the first and is left alone.
     _until('failed over', lambda: acc.amphorae_by_lb([lb_id])[lb_id].get(
         'DELETED'), timeout=STALE_WAIT)
     _until('replacement heartbeating', lambda: _heartbeating(acc, lb_id))
+    assert acc.amphorae_by_lb([stuck_lb])[stuck_lb] == {'ALLOCATED': 1}

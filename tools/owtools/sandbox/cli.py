@@ -14,7 +14,8 @@
                          [--field NAME=VALUE]... [--clear] [--show]
     tools/sandbox accounting [--json]
     tools/sandbox heartbeats [--bad-image ID]... [--silence-lb ID]...
-                         [--silence-amphora ID]... [--max-amphorae N]
+                         [--silence-amphora ID]... [--no-reload-image ID]...
+                         [--max-amphorae N]
                          [--clear] [--show]
     tools/sandbox health [--failover-threshold N|none]
                          [--heartbeat-timeout S] [--health-check-interval S]
@@ -114,6 +115,10 @@ def _parser():
     hb.add_argument("--silence-amphora", action="append",
                     metavar="AMPHORA_ID", help="this amphora stops "
                                                "heartbeating")
+    hb.add_argument("--no-reload-image", action="append",
+                    metavar="IMAGE_ID", help="amphorae of this image keep "
+                                             "their health managers after "
+                                             "a config push")
     hb.add_argument("--max-amphorae", type=int,
                     help="at most this many amphorae heartbeat")
     hb.add_argument("--clear", action="store_true",
@@ -256,7 +261,8 @@ def _cmd_heartbeats(args):
     lists = {key: value for key, value in (
         ("bad_images", args.bad_image),
         ("silent_load_balancers", args.silence_lb),
-        ("silent_amphorae", args.silence_amphora)) if value is not None}
+        ("silent_amphorae", args.silence_amphora),
+        ("no_reload_images", args.no_reload_image)) if value is not None}
     knobs = sb.heartbeat_knobs(clear=args.clear,
                                max_amphorae=args.max_amphorae, **lists)
     if args.show or not (lists or args.clear or args.max_amphorae):

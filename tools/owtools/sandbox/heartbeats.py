@@ -7,13 +7,16 @@ round, so a change takes effect within one heartbeat interval::
     sb.heartbeat_knobs(bad_images=["<image id>"])        # members DOWN
     sb.heartbeat_knobs(silent_load_balancers=["<lb id>"])  # no heartbeats
     sb.heartbeat_knobs(silent_amphorae=["<amphora id>"])
+    sb.heartbeat_knobs(no_reload_images=["<image id>"])   # ignore pushes
     sb.heartbeat_knobs(clear=True)                        # all back
     # command line: tools/sandbox heartbeats --bad-image ID
-    #   --silence-lb ID --silence-amphora ID [--clear] [--show]
+    #   --silence-lb ID --silence-amphora ID --no-reload-image ID
+    #   [--max-amphorae N] [--clear] [--show]
 
     {"heartbeats": {"bad_images": ["<image id>", ...],
                     "silent_load_balancers": ["<lb id>", ...],
                     "silent_amphorae": ["<amphora id>", ...],
+                    "no_reload_images": ["<image id>", ...],
                     "max_amphorae": 100}}
 
 * ``bad_images``: amphorae whose ``image_id`` is listed report every
@@ -25,6 +28,10 @@ round, so a change takes effect within one heartbeat interval::
   failover builds). After ``heartbeat_timeout`` the health manager fails
   them over by itself; with ``failover_threshold`` reached it marks them
   FAILOVER_STOPPED instead (``sb.health().restart(failover_threshold=N)``).
+* ``no_reload_images``: amphorae of these images take a configuration
+  push (the call succeeds and is counted) but keep heartbeating to the
+  addresses they booted with, as images older than the fix for Octavia
+  bug 2121691 do (read by the sandbox amphora driver at the push).
 * ``max_amphorae``: at most this many amphorae heartbeat (the first ones
   seen keep their place; others start as places free up), so that a
   10,000-amphora seed does not flood the health manager.
@@ -76,7 +83,8 @@ from owtools.sandbox import inject
 LOG = logging.getLogger("owtools.sandbox.heartbeats")
 
 KNOBS_SECTION = "heartbeats"
-KNOB_LISTS = ("bad_images", "silent_load_balancers", "silent_amphorae")
+KNOB_LISTS = ("bad_images", "silent_load_balancers", "silent_amphorae",
+              "no_reload_images")
 DEFAULT_MAX_AMPHORAE = 100
 STATUS_FILE = "heartbeats.json"
 LIVE = ("ALLOCATED", "FAILOVER_STOPPED")

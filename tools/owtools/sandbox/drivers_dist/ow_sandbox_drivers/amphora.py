@@ -41,5 +41,12 @@ class SandboxAmphoraDriver(noop.NoopAmphoraLoadBalancerDriver):
         knobs.hook("amphora.update_amphora_agent_config")
         super().update_amphora_agent_config(amphora, agent_config)
         record_configure(amphora)
+        section = knobs.current().get("heartbeats") or {}
+        if getattr(amphora, "image_id", None) in set(
+                section.get("no_reload_images") or ()):
+            # An amphora image older than the fix for Octavia bug
+            # 2121691: the agent stores the file, its health sender keeps
+            # sending to the list it started with.
+            return
         agentconf.record(getattr(amphora, "compute_id", None), agent_config,
                          "push")
