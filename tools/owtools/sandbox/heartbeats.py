@@ -37,7 +37,8 @@ round, so a change takes effect within one heartbeat interval::
   10,000-amphora seed does not flood the health manager.
 
 What is sent: for each amphora that is ALLOCATED or FAILOVER_STOPPED and
-whose load balancer is not DELETED (Octavia's database, read every round),
+whose load balancer is not DELETED (Octavia's database: the amphorae
+every 2 s, their listeners, pools and members right before each send),
 the health daemon's version-3 message (``id``, ``seq``, ``listeners``
 with status OPEN and per-round statistics deltas, ``pools`` keyed
 ``<pool id>:<listener id>`` with their members: ``UP``, or ``no check``
@@ -53,9 +54,11 @@ without a build use the sandbox's own list. Each amphora sends every
 Octavia's own ``heartbeat_interval`` is set to the timeout, see
 ``owtools.sandbox.health``).
 
-``<sandbox dir>/heartbeats.json`` is rewritten every round: per amphora
-the addresses it sends to, where its configuration came from and how
-many heartbeats it sent.
+``<sandbox dir>/heartbeats.json`` (:func:`read_status`) is rewritten every
+second: per amphora the addresses it sends to, where its configuration
+came from (``build``, ``push``, ``sandbox default``), its knobs and how
+many heartbeats it sent. A sandbox started with ``OW_SANDBOX_HEALTH=off``
+runs neither this stand-in nor the health manager.
 
 One process for all amphorae, started and stopped with the sandbox: it is
 independent of the worker and API (amphorae do not die with the control
