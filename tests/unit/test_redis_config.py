@@ -85,3 +85,14 @@ def test_tls_files_are_only_checked_with_ssl_on(tmp_path):
                          f'ssl:false,ssl_ca_certs:{missing}'))
     with pytest.raises(exceptions.BackendUnavailable):
         driver.connect()
+
+
+def test_unreachable_sentinels_are_one_line(tmp_path):
+    driver = _driver(tmp_path, jobboard_redis_sentinel='mymaster',
+                     jobboard_backend_hosts='127.0.0.1:1,127.0.0.1:2')
+    with pytest.raises(exceptions.BackendUnavailable) as info:
+        driver.connect()
+    assert str(info.value) == (
+        'jobboard redis+sentinel://mymaster@127.0.0.1:1,127.0.0.1:2/0: '
+        'no primary: sentinels 127.0.0.1:1, 127.0.0.1:2: Connection '
+        'refused.')

@@ -29,6 +29,7 @@ translated by :meth:`JobBoardDriver.translate`.
 
 import logging
 import os
+import re
 import time
 
 import redis
@@ -56,6 +57,9 @@ if redis.call("get", KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+#: redis-py's prefix of a connection error (the address is said once).
+_CONNECTING = re.compile(r'^Error -?\d+ connecting to \S+?\. ')
 
 _SSL_KEYS = ('ssl_keyfile', 'ssl_certfile', 'ssl_ca_certs', 'ssl_cert_reqs')
 _SSL_FILES = ('ssl_keyfile', 'ssl_certfile', 'ssl_ca_certs')
@@ -227,7 +231,8 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
                 why = ('authentication failed (jobboard_redis_sentinel_'
                        'username/jobboard_redis_sentinel_password)')
             except (redis_exc.RedisError, OSError) as exc:
-                why = base._first_line(exc)
+                # "Error 111 connecting to HOST:PORT. Connection refused."
+                why = _CONNECTING.sub('', base._first_line(exc))
             else:
                 if state is None:
                     why = f'no master named {name!r}'
