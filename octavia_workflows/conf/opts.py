@@ -65,7 +65,8 @@ task_flow_opts = [
         help='Jobboard backend server host(s). An entry may carry its own '
         'port (host:port, [IPv6]:port); without one, jobboard_backend_port. '
         'With Redis Sentinel: the sentinels; the first is tried first, the '
-        'others are fallbacks, and the primary is found through them.',
+        'others are fallbacks, and the primary is found through them. '
+        'With ZooKeeper: every ensemble member.',
     ),
     cfg.PortOpt(
         'jobboard_backend_port', default=6379, help='Jobboard backend port.'
