@@ -307,7 +307,12 @@ class JobService:
         """Remove an unclaimed job from the board; True if removed."""
         if job['mode'] != 'board' or not job['board_job']:
             return True
-        return self.board().remove(job['board_job'], inline_owner())
+        board = self.board()
+        if board.find(job['board_job']) is None:
+            # gone from the board (e.g. a posting a Redis failover lost):
+            # no conductor can run it
+            return True
+        return board.remove(job['board_job'], inline_owner())
 
     def purge(self, older_than_days):
         """Delete finished jobs last updated more than N days ago."""
