@@ -11,6 +11,16 @@ ERROR after failover``), which counts for the circuit breaker: a bad
 amphora image is not rolled over the fleet.  A load balancer that was
 not ONLINE before is judged against what it was (staying OFFLINE is not
 a regression), and the plan says which ones those are.
+
+``canary=N`` (:class:`~.lanes.Canary`): once the first N targets have
+finished, the job waits at an approval gate that shows their health
+before, after and now.  Right after a failover Octavia still shows the
+load balancer's old operating status until the health manager has heard
+from the new amphorae, so the gate waits ``canary_settle`` seconds after
+the last canary target finished and reads their health again; a canary
+target that FAILED, or whose load balancer regressed since, is named
+first and the gate says ``canary FAILED`` (it is never offered as
+healthy).
 """
 
 from octavia_workflows import workflow
@@ -36,6 +46,11 @@ PARAMS = (
                    'finished, the job waits for "approve" showing their '
                    'health before and after ("reject" cancels the rest; '
                    '0: no gate)', default=0, min=0, max=100000),
+    workflow.Param('canary_settle', 'float',
+                   'seconds the canary targets must have been finished '
+                   'before the gate reads their health again and asks (the '
+                   'health manager reports on new amphorae only after their '
+                   'first heartbeats)', default=30.0, min=0, max=3600),
 )
 
 

@@ -49,7 +49,7 @@ from taskflow import task
 from taskflow.patterns import linear_flow, unordered_flow
 
 from octavia_workflows import exceptions, states
-from octavia_workflows.machinery import retry, shape
+from octavia_workflows.machinery import health, inventory, retry, shape
 
 #: States of a target that started (it counts for the canary).
 STARTED = (states.RUNNING, states.DONE, states.FAILED)
@@ -184,8 +184,16 @@ class Canary:
                    states.FAILED for t in started):
                 raise retry.NotYet(f'canary: waiting for the first '
                                    f'{self.count} target(s) to finish')
+            canaries = self._rows(context, started)
+            settle = float(context.params.get('canary_settle') or 0)
+            waited = _since_last_finish(canaries)
+            if waited < settle:
+                retry.backoff(context, min(1.0, settle - waited))
+                raise retry.NotYet(f'canary: letting the health manager '
+                                   f'report on the canary targets '
+                                   f'({settle - waited:.0f} s)')
             left = sum(1 for s in rows.values() if s == states.PENDING)
-            message = self.message(context, started, left)
+            message = self.message(context, canaries, left)
         context.require_approval(
             self.key, message,
             if_rejected='the canary targets are finished (see the '
@@ -196,16 +204,23 @@ class Canary:
         job = context.records.get_job(context.job_id)
         return bool(job) and self.key in _approvals(job.get('gate'))
 
-    def message(self, context, started, left):
-        """The gate's text: each canary target's health before and
-        after, failed ones first with their error."""
-        rows = [r for r in context.records.get_targets(
+    @staticmethod
+    def _rows(context, started):
+        return [r for r in context.records.get_targets(
             context.job_id, states=[states.DONE, states.FAILED])
             if r['target'] in started]
-        rows.sort(key=lambda r: (r['state'] != states.FAILED,
-                                 r.get('seq') or 0))
-        failed = [r for r in rows if r['state'] == states.FAILED]
-        parts = [_health_line(r) for r in rows[:NAMED]]
+
+    def message(self, context, rows, left):
+        """The gate's text: each canary target's health before, after
+        and now (read again: a load balancer that regressed since its
+        target was DONE counts as failed), failed ones first."""
+        now = _current_health(context, rows)
+        sick = {r['target'] for r in rows if r['state'] == states.FAILED
+                or health.regressed(_before(r), now.get(r['target']))}
+        rows = sorted(rows, key=lambda r: (r['target'] not in sick,
+                                           r.get('seq') or 0))
+        failed = [r for r in rows if r['target'] in sick]
+        parts = [_health_line(r, now.get(r['target'])) for r in rows[:NAMED]]
         if len(rows) > NAMED:
             parts.append(f'and {len(rows) - NAMED} more')
         seen = '; '.join(parts)
@@ -230,14 +245,52 @@ def _approvals(raw):
     return approved if isinstance(approved, dict) else {}
 
 
-def _health_line(row):
+def _before(row):
+    return ((row.get('details') or {}).get('before') or {}).get(
+        'operating_status')
+
+
+def _health_line(row, current=None):
     details = row.get('details') or {}
-    was = (details.get('before') or {}).get('operating_status') or '?'
-    now = (details.get('after') or {}).get('operating_status') or '?'
-    line = f'{row["target"]} {row["state"]}: {was} -> {now}'
+    was = _before(row) or '?'
+    after = (details.get('after') or {}).get('operating_status') or '?'
+    line = f'{row["target"]} {row["state"]}: {was} -> {after}'
+    if current and current != after:
+        line += f', now {current}'
     if row['state'] == states.FAILED and row.get('error'):
         line += f' ({row["error"]})'
     return line
+
+
+def _since_last_finish(rows):
+    """Seconds since the last of ``rows`` finished (large if unknown)."""
+    ends = []
+    for row in rows:
+        end = row.get('finished_at')
+        if end is not None and not hasattr(end, 'year'):
+            end = inventory.parse_time(end)
+        if end is not None:
+            ends.append(end.replace(tzinfo=None))
+    if not ends:
+        return float('inf')
+    return (inventory.utcnow() - max(ends)).total_seconds()
+
+
+def _current_health(context, rows):
+    """``{target: operating status now}`` of the canary targets' load
+    balancers (a read that fails leaves the target out)."""
+    cloud = context.cloud()
+    found = {}
+    for row in rows:
+        lb_id = (row.get('details') or {}).get('lb')
+        if not lb_id:
+            continue
+        try:
+            found[row['target']] = cloud.get_load_balancer(lb_id).get(
+                'operating_status')
+        except exceptions.CloudError:
+            continue
+    return found
 
 
 def build(workflow, params, targets, make_steps, key=None):

@@ -30,7 +30,8 @@ def _job(tmp_path, cloud, count=4, **params):
     lbs = [cloud.add_lb('SINGLE') for _ in range(count)]
     job = fakecloud.Harness(fakecloud.store(tmp_path), cloud,
                             workflow.get('rotate-images'),
-                            dict({'image_tag': 'amphora'}, **params))
+                            dict({'image_tag': 'amphora',
+                                  'canary_settle': 0}, **params))
     job.plan()
     return job, lbs
 
@@ -175,3 +176,31 @@ def test_every_failover_runbook_has_the_canary():
     for name in ('rotate-images', 'failover-amphorae', 'rotate-certificates',
                  'evacuate-host'):
         assert 'canary' in {p.name for p in workflow.get(name).params}, name
+
+
+def test_a_canary_that_regressed_after_it_was_done_is_not_healthy(
+        tmp_path):
+    # Octavia shows the old operating status until the health manager
+    # hears from the new amphorae: DONE first, ERROR a moment later
+    cloud = fakecloud.Cloud()
+    job, lbs = _job(tmp_path, cloud, canary=1, health_timeout=60)
+    job.drive(job.items()[0])
+    assert _states(job, lbs)[0] == states.DONE
+    cloud.lbs[lbs[0]]['operating_status'] = 'ERROR'
+    with pytest.raises(exceptions.GateWaiting):
+        _run(job)
+    message = _waiting(job)['message']
+    assert message.startswith('canary FAILED: 1 of the first 1 target(s)')
+    assert f'{lbs[0]} DONE: ONLINE -> ONLINE, now ERROR' in message
+    assert sum(cloud.calls.values()) == 1
+
+
+def test_the_gate_waits_for_the_health_manager_to_report(tmp_path):
+    cloud = fakecloud.Cloud()
+    job, lbs = _job(tmp_path, cloud, canary=1, canary_settle=3600)
+    job.drive(job.items()[0])
+    context, _ = _process(job)
+    with pytest.raises(exceptions.NotYet, match='letting the health '
+                       'manager report'):
+        lanes.Canary('rotate-images', 1).admit(context, lbs[1])
+    assert _waiting(job) is None
