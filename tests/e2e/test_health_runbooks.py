@@ -176,7 +176,7 @@ def test_canary_waits_after_two_and_finishes_online_on_approve(sandbox, rb):
     first = rb.conductor('first')
     job = rb.submit('rotate-images', check=0, image_tag=IMAGE_TAG,
                     loadbalancers=','.join(lbs), canary=2,
-                    health_timeout=60, max_failures=1)
+                    canary_settle=6, health_timeout=60, max_failures=1)
     job_id = job['id']
     view = rb.wait_for(job_id, lambda j: j['state'] in FINISHED + (
         'PAUSED',), timeout=120, what='the canary gate')
@@ -203,6 +203,63 @@ def test_canary_waits_after_two_and_finishes_online_on_approve(sandbox, rb):
                for lb in lbs)
     _until('every load balancer ONLINE', lambda: set(_operating(
         sandbox, lbs).values()) == {'ONLINE'})
+
+
+def _active(conn, lb_id):
+    _until(f'{lb_id} ACTIVE', lambda: conn.load_balancer.get_load_balancer(
+        lb_id).provisioning_status == 'ACTIVE')
+
+
+def _lb_with_member(sandbox):
+    """A load balancer with a listener, a monitored pool and a member (a
+    bad image makes that member ERROR)."""
+    conn = sandbox.connect()
+    lb = conn.load_balancer
+    [lb_id] = seed.seed_api(sandbox.api, 1, prefix='bad')
+    listener = lb.create_listener(loadbalancer_id=lb_id, protocol='HTTP',
+                                  protocol_port=80)
+    _active(conn, lb_id)
+    pool = lb.create_pool(listener_id=listener.id, protocol='HTTP',
+                          lb_algorithm='ROUND_ROBIN')
+    _active(conn, lb_id)
+    lb.create_health_monitor(pool_id=pool.id, type='HTTP', delay=5,
+                             timeout=3, max_retries=2)
+    _active(conn, lb_id)
+    lb.create_member(pool, address='192.0.2.10', protocol_port=80)
+    _active(conn, lb_id)
+    return lb_id
+
+
+def test_canary_on_a_bad_image_breaks_one_and_says_so(sandbox, rb):
+    lbs = [_lb_with_member(sandbox) for _ in range(3)]
+    _until('ONLINE', lambda: set(_operating(sandbox, lbs).values()) ==
+           {'ONLINE'})
+    tag = f'bad-{uuid.uuid4().hex[:6]}'
+    bad = StandinState(str(sandbox.dir / 'standin.db')).create_image(
+        tag, tags=[tag])['id']
+    sandbox.heartbeat_knobs(bad_images=[bad])
+    sandbox.inject(amphora_fields={'image_id': bad})
+    try:
+        rb.conductor('canary')
+        job = rb.submit('rotate-images', check=0, image_tag=tag,
+                        loadbalancers=','.join(lbs), canary=1,
+                        canary_settle=10, health_timeout=5, max_failures=5)
+        view = rb.wait_for(job['id'], lambda j: j['state'] in FINISHED + (
+            'PAUSED',), timeout=180, what='the canary gate')
+    finally:
+        sandbox.inject(amphora_fields={'image_id': None})
+        sandbox.heartbeat_knobs(clear=True)
+    assert view['state'] == 'PAUSED', view
+    assert view['gate'].startswith('canary FAILED: 1 of the first 1 '
+                                   'target(s)'), view['gate']
+    # one load balancer broken, the others untouched (Octavia's database)
+    counts = failovers(sandbox, lbs)
+    assert sorted(counts.values()) == [(1, 0), (1, 0), (1, 1)]
+    [broken] = [lb for lb in lbs if counts[lb] == (1, 1)]
+    assert _operating(sandbox, [broken])[broken] in ('ERROR', 'DEGRADED')
+    rb.cli('reject', job['id'], check=0)
+    assert rb.show(job['id'])['state'] == 'CANCELLED'
+    assert failovers(sandbox, lbs) == counts
 
 
 def test_reconfigure_moves_heartbeats_and_reports_one_that_does_not_follow(
