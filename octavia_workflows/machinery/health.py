@@ -41,6 +41,14 @@ PARAMS = (
                    'balancer\'s operating status to be back to at least '
                    'what it was (0: do not check)', default=120.0, min=0,
                    max=86400),
+    workflow.Param('health_settle', 'float',
+                   'seconds after a verified failover during which the '
+                   'load balancer must stay healthy before its target is '
+                   'DONE: Octavia keeps the old operating status until the '
+                   'health manager has heard from the new amphorae '
+                   '(applies to load balancers with listeners; about 2x '
+                   'the health manager\'s heartbeat_interval; 0: judge at '
+                   'once)', default=20.0, min=0, max=3600),
     workflow.Param('canary', 'int',
                    'approval gate after the first N targets: once they have '
                    'finished, the job waits for "approve" showing their '

@@ -386,12 +386,28 @@ class WaitForTarget(TargetTask):
         now = lb.get('operating_status')
         if after is not None:
             after['operating_status'] = now
-        if not timeout or not health.regressed(was, now):
+        if not timeout:
+            return None
+        settle = float(context.params.get('health_settle') or 0)
+        # Octavia shows the old status until the health manager has heard
+        # from the new amphorae: a bad image only shows then (with
+        # listeners: members, pools), so a status that could still drop is
+        # watched for ``health_settle`` seconds before it counts.
+        settling = bool(settle and lb.get('listeners')
+                        and health.regressed(was, 'ERROR'))
+        if not settling and not health.regressed(was, now):
             return None
         since = record.details.get('health_since')
         if since is None:
             since = time.time()
             run.note(health_since=since)
+        if not health.regressed(was, now):
+            left = settle - (time.time() - float(since))
+            if left <= 0:
+                return None
+            retry.backoff(context, min(health.POLL, left))
+            raise NotYet(f'letting the health manager report on the new '
+                         f'amphorae ({left:.0f} s left)')
         if time.time() - float(since) < float(timeout):
             retry.backoff(context, health.POLL)
             raise NotYet(f'waiting for the health to be back: {was} -> '

@@ -243,7 +243,8 @@ def test_canary_on_a_bad_image_breaks_one_and_says_so(sandbox, rb):
         rb.conductor('canary')
         job = rb.submit('rotate-images', check=0, image_tag=tag,
                         loadbalancers=','.join(lbs), canary=1,
-                        canary_settle=10, health_timeout=5, max_failures=5)
+                        canary_settle=10, health_timeout=5, max_failures=5,
+                        health_settle=8)
         view = rb.wait_for(job['id'], lambda j: j['state'] in FINISHED + (
             'PAUSED',), timeout=180, what='the canary gate')
     finally:
@@ -260,6 +261,48 @@ def test_canary_on_a_bad_image_breaks_one_and_says_so(sandbox, rb):
     rb.cli('reject', job['id'], check=0)
     assert rb.show(job['id'])['state'] == 'CANCELLED'
     assert failovers(sandbox, lbs) == counts
+
+
+def test_a_bad_image_breaks_max_failures_and_pauses(sandbox, rb):
+    """Rotation onto a bad image with max_failures=2: Octavia's health
+    manager turns the failed-over load balancers ERROR only once it hears
+    from the new amphorae; each target watches for that (health_settle),
+    FAILS with the regression, and the breaker pauses the job after
+    exactly two broken load balancers, also across a conductor SIGKILL."""
+    lbs = [_lb_with_member(sandbox) for _ in range(3)]
+    _until('ONLINE', lambda: set(_operating(sandbox, lbs).values()) ==
+           {'ONLINE'})
+    tag = f'bad-{uuid.uuid4().hex[:6]}'
+    bad = StandinState(str(sandbox.dir / 'standin.db')).create_image(
+        tag, tags=[tag])['id']
+    sandbox.heartbeat_knobs(bad_images=[bad])
+    sandbox.inject(amphora_fields={'image_id': bad})
+    try:
+        first = rb.conductor('first')
+        job = rb.submit('rotate-images', check=0, image_tag=tag,
+                        loadbalancers=','.join(lbs), max_failures=2,
+                        health_timeout=5, health_settle=8)
+        rb.wait_for(job['id'], lambda j: j['progress']['failed'] >= 1,
+                    timeout=120, what='the first regression')
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        rb.conductor('second')
+        waited = rb.cli('wait', job['id'], '--timeout', '180')
+        view = rb.show(job['id'])
+    finally:
+        sandbox.inject(amphora_fields={'image_id': None})
+        sandbox.heartbeat_knobs(clear=True)
+    assert waited.returncode == 5, (waited.stdout, waited.stderr)
+    assert view['state'] == 'PAUSED' and view['paused_by'] == 'job', view
+    assert view['progress']['failed'] == 2, view
+    failed = [t for t in view['targets'] if t['state'] == 'FAILED']
+    assert all(t['error'].startswith('health regression: ONLINE -> ')
+               for t in failed), failed
+    counts = failovers(sandbox, lbs)
+    assert sorted(counts.values()) == [(1, 0), (1, 1), (1, 1)], counts
+    broken = [lb for lb in lbs if counts[lb] == (1, 1)]
+    assert set(_operating(sandbox, broken).values()) <= {'ERROR',
+                                                          'DEGRADED'}
 
 
 def test_reconfigure_moves_heartbeats_and_reports_one_that_does_not_follow(

@@ -52,6 +52,11 @@ class Cloud:
         #: (None: never)
         self.health_after = None
         self.heals_after = None
+        #: reads after a failover settled during which the load balancer
+        #: still shows its old status (Octavia's health manager has not
+        #: heard from the new amphorae yet)
+        self.reports_after = 0
+        self._late = {}
         self._sick = {}
         self.points = 0
         self.crash_point = None
@@ -124,8 +129,20 @@ class Cloud:
         del self._pending[lb_id]
         self.lbs[lb_id]['provisioning_status'] = 'ACTIVE'
         if self.health_after is not None:
-            self.lbs[lb_id]['operating_status'] = self.health_after
-            self._sick[lb_id] = self.heals_after
+            self._late[lb_id] = self.reports_after
+            if not self.reports_after:
+                self._report(lb_id)
+
+    def _report(self, lb_id):
+        left = self._late.get(lb_id)
+        if left is None:
+            return
+        if left > 0:
+            self._late[lb_id] = left - 1
+            return
+        del self._late[lb_id]
+        self.lbs[lb_id]['operating_status'] = self.health_after
+        self._sick[lb_id] = self.heals_after
 
     def _heal(self, lb_id):
         if lb_id not in self._sick or self._sick[lb_id] is None:
@@ -141,7 +158,9 @@ class Cloud:
             raise exceptions.CloudNotFound(f'load balancer {lb_id}', 404)
         self._settle(lb_id)
         self._heal(lb_id)
-        return dict(self.lbs[lb_id])
+        result = dict(self.lbs[lb_id])
+        self._report(lb_id)
+        return result
 
     def list_load_balancers(self, **filters):
         return [self.get_load_balancer(i) for i in list(self.lbs)]

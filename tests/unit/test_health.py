@@ -82,3 +82,51 @@ def test_what_counts_as_a_regression():
     assert not health.regressed('OFFLINE', 'OFFLINE')
     assert not health.regressed('DEGRADED', 'ONLINE')
     assert not health.regressed(None, 'ERROR')
+
+
+def _with_listeners(cloud, lbs):
+    for lb in lbs:
+        cloud.lbs[lb]['listeners'] = [{'id': f'listener-{lb}'}]
+
+
+def test_a_bad_image_that_shows_late_is_still_caught(tmp_path):
+    """Octavia keeps ONLINE until the health manager hears from the new
+    amphorae: the target watches ``health_settle`` before it is DONE."""
+    cloud = fakecloud.Cloud()
+    cloud.health_after, cloud.reports_after = 'ERROR', 3
+    lbs = [cloud.add_lb('SINGLE') for _ in range(2)]
+    _with_listeners(cloud, lbs)
+    job = fakecloud.Harness(fakecloud.store(tmp_path), cloud,
+                            workflow.get('rotate-images'),
+                            {'image_tag': 'amphora', 'max_failures': 0,
+                             'health_timeout': 0.01, 'health_settle': 600})
+    job.plan()
+    for item in job.items():
+        job.drive(item, passes=200)
+    for row in _rows(job, lbs):
+        assert row['state'] == states.FAILED, row
+        assert row['error'].startswith(
+            'health regression: ONLINE -> ERROR after failover')
+
+
+def test_health_that_stays_good_is_done_after_the_settle(tmp_path):
+    cloud = fakecloud.Cloud()
+    lbs = [cloud.add_lb('SINGLE') for _ in range(2)]
+    _with_listeners(cloud, lbs)
+    job = fakecloud.Harness(fakecloud.store(tmp_path), cloud,
+                            workflow.get('rotate-images'),
+                            {'image_tag': 'amphora', 'health_settle': 0.05})
+    job.plan()
+    for item in job.items():
+        job.drive(item, passes=100000)
+    for row in _rows(job, lbs):
+        assert row['state'] == states.DONE, row
+        finished = row['details']['verified']
+        assert finished - row['details']['health_since'] >= 0.05
+
+
+def test_no_listeners_no_settle(tmp_path):
+    cloud = fakecloud.Cloud()
+    job, lbs, _ = _rotate(tmp_path, cloud, health_settle=600)
+    assert [r['state'] for r in _rows(job, lbs)] == [states.DONE] * 3
+    assert all('health_since' not in r['details'] for r in _rows(job, lbs))
