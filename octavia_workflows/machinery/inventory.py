@@ -8,9 +8,9 @@ tested without a cloud.
 
 import concurrent.futures
 import dataclasses
-import datetime
 
 from octavia_workflows import exceptions
+from octavia_workflows.cloud import census
 
 ACTIVE = 'ACTIVE'
 ERROR = 'ERROR'
@@ -175,23 +175,10 @@ def in_zone(lb, amphorae, wanted):
     return any(a.get('cached_zone') == wanted for a in live(amphorae))
 
 
-def parse_time(value):
-    """An API timestamp as a naive UTC datetime (None if unparsable)."""
-    if not value:
-        return None
-    text = str(value).strip().replace('Z', '+00:00')
-    try:
-        parsed = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(datetime.timezone.utc).replace(
-            tzinfo=None)
-    return parsed
-
-
-def utcnow():
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+#: API timestamps as naive UTC datetimes, and now: the census's own
+#: (one parser for the runbooks and the audit).
+parse_time = census.parse_time
+utcnow = census.utcnow
 
 
 def resolve_flavor(cloud, flavor):
