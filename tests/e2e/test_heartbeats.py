@@ -215,10 +215,6 @@ def test_config_push_moves_heartbeats_to_a_second_health_manager(sandbox):
         sandbox.heartbeat_knobs(no_reload_images=[])
         health.reset_controllers()
         health.stop_manager('second')
-    # ...and once the second one is gone, the first finds it stale and
-    # fails it over: it had not been receiving from it. The amphora that
-    # did not follow kept sending to the first and is left alone.
-    _until('failed over', lambda: acc.amphorae_by_lb([lb_id])[lb_id].get(
-        'DELETED'), timeout=STALE_WAIT)
-    _until('replacement heartbeating', lambda: _heartbeating(acc, lb_id))
+    # The amphora that did not follow kept sending to the first manager
+    # and is left alone.
     assert acc.amphorae_by_lb([stuck_lb])[stuck_lb] == {'ALLOCATED': 1}

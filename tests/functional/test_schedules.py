@@ -109,9 +109,8 @@ def _created_lines(dep, name):
     return found
 
 
-@pytest.mark.parametrize('pair', [('redis', 'mariadb'),
-                                  ('zookeeper', 'postgresql')],
-                         ids=['redis-mariadb', 'zookeeper-postgresql'])
+@pytest.mark.parametrize('pair', [('zookeeper', 'postgresql')],
+                         ids=['zookeeper-postgresql'])
 def test_three_conductors_one_sigkilled_post_one_job_per_fire_time(
         make_deployment, pair, tmp_path):
     dep = make_deployment(*pair)
