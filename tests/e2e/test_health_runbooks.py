@@ -27,7 +27,7 @@ from owtools.standin import StandinState
 pytestmark = pytest.mark.e2e
 
 EXPIRY = 4
-#: Stale after heartbeat_timeout (10 s), found at the next check (2 s),
+#: Stale after heartbeat_timeout (20 s), found at the next check (2 s),
 #: failed over in about a second; generous for a loaded machine.
 STALE_WAIT = 90
 STOPPED = 'FAILOVER_STOPPED'

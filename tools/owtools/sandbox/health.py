@@ -37,9 +37,9 @@ HEALTH_CONF = "health.conf"
 MAIN = "main"
 WORKER_QUEUE = "octavia_provisioning_v2"
 EXTRA_PORTS = range(3, 7)        # offsets from the API port
-# Fast enough for tests, slow enough for a loaded 2-core machine: an
-# amphora is stale after 5 missed heartbeats.
-DEFAULTS = {"heartbeat_interval": 2, "heartbeat_timeout": 10,
+# Fast enough for tests, slow enough for a loaded 2-core machine (the
+# test tiers share it): an amphora is stale after 10 missed heartbeats.
+DEFAULTS = {"heartbeat_interval": 2, "heartbeat_timeout": 20,
             "health_check_interval": 2, "failover_threshold": None}
 
 
