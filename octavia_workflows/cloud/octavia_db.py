@@ -44,8 +44,10 @@ _COLUMNS = (('id', None), ('project_id', None), ('name', None),
             ('topology', None), ('provider', None),
             ('created_at', sa.DateTime), ('updated_at', sa.DateTime))
 
-_OUTAGE = (sa_exc.OperationalError, sa_exc.InterfaceError,
-           sa_exc.DisconnectionError, sa_exc.TimeoutError)
+#: Errors that mean Octavia's database cannot be reached (also used by
+#: the read-only heartbeat check of reconfigure-amphorae).
+OUTAGE = (sa_exc.OperationalError, sa_exc.InterfaceError,
+          sa_exc.DisconnectionError, sa_exc.TimeoutError)
 
 
 def utcnow():
@@ -68,7 +70,8 @@ def parse(text):
     return datetime.datetime.fromisoformat(str(text))
 
 
-def _line(exc):
+def error_line(exc):
+    """The first line of a database error, for one-line messages."""
     cause = getattr(exc, 'orig', None) or exc
     text = str(cause).strip()
     return text.splitlines()[0][:300] if text else type(cause).__name__
@@ -78,13 +81,13 @@ def _line(exc):
 def _translated(what):
     try:
         yield
-    except _OUTAGE as exc:
+    except OUTAGE as exc:
         raise exceptions.CloudUnreachable(
-            f'Octavia database: {what}: cannot reach it: {_line(exc)}'
+            f'Octavia database: {what}: cannot reach it: {error_line(exc)}'
         ) from exc
     except sa_exc.SQLAlchemyError as exc:
         raise exceptions.CloudRequestError(
-            f'Octavia database: {what}: {_line(exc)}') from exc
+            f'Octavia database: {what}: {error_line(exc)}') from exc
 
 
 class OctaviaDatabase:

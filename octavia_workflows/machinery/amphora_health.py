@@ -32,6 +32,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool
 
 from octavia_workflows import exceptions
+from octavia_workflows.cloud import octavia_db
 from octavia_workflows.machinery import inventory
 
 #: Octavia releases whose amphora agent reloads the health-manager list
@@ -39,9 +40,6 @@ from octavia_workflows.machinery import inventory
 #: came out: an image built before it cannot carry the fix.
 FIXED_IN = '15.1.0 (2024.2), 16.0.1 (2025.1), 17.0.0 (2025.2) and later'
 FIRST_FIXED_RELEASE = '2025-09-17'
-
-_OUTAGE = (sa_exc.OperationalError, sa_exc.InterfaceError,
-           sa_exc.DisconnectionError, sa_exc.TimeoutError)
 
 _QUERY = sa.text(
     'SELECT amphora_id, last_update FROM amphora_health '
@@ -60,28 +58,22 @@ def connection(conf):
         return None
 
 
-def _line(exc):
-    cause = getattr(exc, 'orig', None) or exc
-    text = str(cause).strip()
-    return text.splitlines()[0][:300] if text else type(cause).__name__
-
-
 @contextlib.contextmanager
 def _translated(what):
     try:
         yield
-    except _OUTAGE as exc:
+    except octavia_db.OUTAGE as exc:
         raise exceptions.CloudUnreachable(
-            f'{what}: Octavia\'s database is unreachable: {_line(exc)}'
-        ) from exc
+            f'{what}: Octavia\'s database is unreachable: '
+            f'{octavia_db.error_line(exc)}') from exc
     except (sa_exc.ArgumentError, ImportError) as exc:
         raise exceptions.CloudRequestError(
             f'{what}: [octavia_database] connection is not a usable '
             f'SQLAlchemy URL ({type(exc).__name__})') from None
     except sa_exc.SQLAlchemyError as exc:
         raise exceptions.CloudRequestError(
-            f'{what}: Octavia\'s database refused the read: {_line(exc)}'
-        ) from exc
+            f'{what}: Octavia\'s database refused the read: '
+            f'{octavia_db.error_line(exc)}') from exc
 
 
 def last_updates(url, amphora_ids):
