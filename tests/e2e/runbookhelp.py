@@ -3,6 +3,7 @@ counts read from the sandbox's own Octavia database."""
 
 import json
 import signal
+import time
 import uuid
 
 from clihelp import poll_job, run, start, write_conf
@@ -130,3 +131,16 @@ def lb_status(sandbox, lb_ids):
             ':ids').bindparams(sa.bindparam('ids', expanding=True)),
             {'ids': list(lb_ids)})
         return dict(rows.fetchall())
+
+
+def until(what, check, timeout=60, every=0.3):
+    """``check()``'s first true value, looked at every ``every`` seconds;
+    AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'not {what} after {timeout} s')
+        time.sleep(every)

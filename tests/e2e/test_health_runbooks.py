@@ -20,7 +20,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from e2e.runbookhelp import RunbookCli, failovers, lb_status
+from e2e.runbookhelp import RunbookCli, failovers, lb_status, until
 from owtools.sandbox import seed
 from owtools.standin import StandinState
 
@@ -41,17 +41,6 @@ def rb(tmp_path, request):
         'redis_server'), expiry=EXPIRY)
     yield made
     made.stop()
-
-
-def _until(what, check, timeout=60, every=0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f'not {what} after {timeout} s')
-        time.sleep(every)
 
 
 def _rows(sandbox, statement, **params):
@@ -104,13 +93,13 @@ def _wait_pending(sandbox, lb_ids, timeout=60):
 def test_failover_stopped_recovers_paced_down_to_the_threshold(sandbox, rb):
     health = sandbox.health()
     lbs = seed.seed_api(sandbox.api, 4, prefix='fs')
-    old = _until('heartbeating', lambda: _heartbeating(sandbox, lbs))
+    old = until('heartbeating', lambda: _heartbeating(sandbox, lbs))
     try:
         # all four go quiet before the restarted health manager's first
         # check: four stale at once, threshold three -- the breaker trips
         sandbox.heartbeat_knobs(silent_amphorae=old)
         health.restart(failover_threshold=3, timeout=120)
-        _until('FAILOVER_STOPPED', lambda: all(
+        until('FAILOVER_STOPPED', lambda: all(
             s == STOPPED for lb in _amphorae(sandbox, lbs).values()
             for _, s in lb), timeout=STALE_WAIT)
         assert failovers(sandbox, lbs) == {lb: (1, 0) for lb in lbs}
@@ -162,8 +151,8 @@ def _new_image(sandbox):
 
 def test_canary_waits_after_two_and_finishes_online_on_approve(sandbox, rb):
     lbs = seed.seed_api(sandbox.api, 3, prefix='canary')
-    _until('heartbeating', lambda: _heartbeating(sandbox, lbs))
-    _until('ONLINE', lambda: set(_operating(sandbox, lbs).values()) ==
+    until('heartbeating', lambda: _heartbeating(sandbox, lbs))
+    until('ONLINE', lambda: set(_operating(sandbox, lbs).values()) ==
            {'ONLINE'})
     _new_image(sandbox)
     first = rb.conductor('first')
@@ -194,12 +183,12 @@ def test_canary_waits_after_two_and_finishes_online_on_approve(sandbox, rb):
     report = rb.report(job_id)
     assert all(report[lb]['after']['operating_status'] == 'ONLINE'
                for lb in lbs)
-    _until('every load balancer ONLINE', lambda: set(_operating(
+    until('every load balancer ONLINE', lambda: set(_operating(
         sandbox, lbs).values()) == {'ONLINE'})
 
 
 def _active(conn, lb_id):
-    _until(f'{lb_id} ACTIVE', lambda: conn.load_balancer.get_load_balancer(
+    until(f'{lb_id} ACTIVE', lambda: conn.load_balancer.get_load_balancer(
         lb_id).provisioning_status == 'ACTIVE')
 
 
@@ -241,7 +230,7 @@ def _bad_image(sandbox):
 
 def test_canary_on_a_bad_image_breaks_one_and_says_so(sandbox, rb):
     lbs = [_lb_with_member(sandbox) for _ in range(3)]
-    _until('ONLINE', lambda: set(_operating(sandbox, lbs).values()) ==
+    until('ONLINE', lambda: set(_operating(sandbox, lbs).values()) ==
            {'ONLINE'})
     with _bad_image(sandbox) as tag:
         rb.conductor('canary')
@@ -271,7 +260,7 @@ def test_a_bad_image_breaks_max_failures_and_pauses(sandbox, rb):
     FAILS with the regression, and the breaker pauses the job after
     exactly two broken load balancers, also across a conductor SIGKILL."""
     lbs = [_lb_with_member(sandbox) for _ in range(3)]
-    _until('ONLINE', lambda: set(_operating(sandbox, lbs).values()) ==
+    until('ONLINE', lambda: set(_operating(sandbox, lbs).values()) ==
            {'ONLINE'})
     with _bad_image(sandbox) as tag:
         first = rb.conductor('first')
@@ -308,7 +297,7 @@ def test_reconfigure_moves_heartbeats_and_reports_one_that_does_not_follow(
 
     health = sandbox.health()
     lbs = seed.seed_api(sandbox.api, 2, prefix='reconf')
-    _until('heartbeating', lambda: _heartbeating(sandbox, lbs))
+    until('heartbeating', lambda: _heartbeating(sandbox, lbs))
     amps = _amphorae(sandbox, lbs)
     follows, silent = amps[lbs[0]][0][0], amps[lbs[1]][0][0]
     rb = RunbookCli(tmp_path, groups={

@@ -7,11 +7,11 @@ statuses, ``amphora_health``, ``listener_statistics``, amphora rows).
 """
 
 import datetime
-import time
 import uuid
 
 import pytest
 
+from e2e.runbookhelp import until
 from owtools.sandbox import heartbeats, seed
 
 pytestmark = pytest.mark.e2e
@@ -21,19 +21,8 @@ pytestmark = pytest.mark.e2e
 STALE_WAIT = 60
 
 
-def _until(what, check, timeout=60, every=0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f'not {what} after {timeout} s')
-        time.sleep(every)
-
-
 def _active(conn, lb_id):
-    _until(f'{lb_id} ACTIVE', lambda: conn.load_balancer.get_load_balancer(
+    until(f'{lb_id} ACTIVE', lambda: conn.load_balancer.get_load_balancer(
         lb_id).provisioning_status == 'ACTIVE')
 
 
@@ -79,17 +68,17 @@ def _heartbeating(acc, lb_id):
 def test_health_manager_sets_online_health_and_statistics(sandbox):
     acc = sandbox.accounting()
     ids = _lb_with_member(sandbox)
-    assert _until('ONLINE', lambda: _statuses(acc, *ids) == (
+    assert until('ONLINE', lambda: _statuses(acc, *ids) == (
         'ONLINE', 'ONLINE', 'ONLINE', 'ONLINE'))
-    [amp_id] = _until('heartbeating', lambda: _heartbeating(acc, ids[0]))
+    [amp_id] = until('heartbeating', lambda: _heartbeating(acc, ids[0]))
     first = acc.amphora_health([amp_id])[amp_id][0]
     key = (ids[1], amp_id)
-    stats = _until('statistics', lambda: acc.listener_statistics([ids[1]])
+    stats = until('statistics', lambda: acc.listener_statistics([ids[1]])
                    .get(key))
     # Each heartbeat adds its deltas: the counters and the health row move.
-    assert _until('more statistics', lambda: acc.listener_statistics(
+    assert until('more statistics', lambda: acc.listener_statistics(
         [ids[1]])[key]['bytes_in'] > stats['bytes_in'])
-    assert _until('a later heartbeat', lambda: acc.amphora_health(
+    assert until('a later heartbeat', lambda: acc.amphora_health(
         [amp_id])[amp_id][0] > first)
 
 
@@ -98,14 +87,14 @@ def test_bad_image_after_failover_makes_members_error(sandbox):
     acc = sandbox.accounting()
     ids = _lb_with_member(sandbox)
     lb_id, _, pool_id, member_id = ids
-    _until('ONLINE', lambda: _statuses(acc, *ids)[0] == 'ONLINE')
+    until('ONLINE', lambda: _statuses(acc, *ids)[0] == 'ONLINE')
     bad = str(uuid.uuid4())       # an image id (36 characters)
     sandbox.heartbeat_knobs(bad_images=[bad])
     sandbox.inject(amphora_fields={'image_id': bad})
     try:
         conn.load_balancer.failover_load_balancer(lb_id)
         _active(conn, lb_id)
-        _until('member ERROR', lambda: acc.operating_statuses(
+        until('member ERROR', lambda: acc.operating_statuses(
             'member', [member_id])[member_id] == 'ERROR')
     finally:
         sandbox.inject(amphora_fields={'image_id': None})
@@ -118,18 +107,18 @@ def test_bad_image_after_failover_makes_members_error(sandbox):
     sandbox.heartbeat_knobs(bad_images=[])
     conn.load_balancer.failover_load_balancer(lb_id)
     _active(conn, lb_id)
-    assert _until('ONLINE again', lambda: _statuses(acc, *ids) == (
+    assert until('ONLINE again', lambda: _statuses(acc, *ids) == (
         'ONLINE', 'ONLINE', 'ONLINE', 'ONLINE'))
 
 
 def test_silent_load_balancer_is_failed_over_by_the_health_manager(sandbox):
     acc = sandbox.accounting()
     [lb_id, other] = seed.seed_api(sandbox.api, 2, prefix='hb-silent')
-    [old] = _until('heartbeating', lambda: _heartbeating(acc, lb_id))
-    _until('heartbeating', lambda: _heartbeating(acc, other))
+    [old] = until('heartbeating', lambda: _heartbeating(acc, lb_id))
+    until('heartbeating', lambda: _heartbeating(acc, other))
     sandbox.heartbeat_knobs(silent_load_balancers=[lb_id])
     try:
-        _until('failed over', lambda: acc.amphorae_by_lb(
+        until('failed over', lambda: acc.amphorae_by_lb(
             [lb_id])[lb_id].get('DELETED'), timeout=STALE_WAIT)
     finally:
         sandbox.heartbeat_knobs(silent_load_balancers=[])
@@ -138,7 +127,7 @@ def test_silent_load_balancer_is_failed_over_by_the_health_manager(sandbox):
     # left alone.
     _active(sandbox.connect(), lb_id)
     assert old not in _live_amphorae(acc, lb_id)
-    _until('new amphora heartbeating', lambda: _heartbeating(acc, lb_id))
+    until('new amphora heartbeating', lambda: _heartbeating(acc, lb_id))
     assert acc.amphorae_by_lb([other])[other] == {'ALLOCATED': 1}
 
 
@@ -146,7 +135,7 @@ def test_failover_threshold_marks_amphorae_failover_stopped(sandbox):
     acc = sandbox.accounting()
     health = sandbox.health()
     lb_ids = seed.seed_api(sandbox.api, 2, prefix='hb-breaker')
-    amps = [_until('heartbeating', lambda i=i: _heartbeating(acc, i))[0]
+    amps = [until('heartbeating', lambda i=i: _heartbeating(acc, i))[0]
             for i in lb_ids]
     try:
         # Both go quiet before the restarted health manager's first check
@@ -159,12 +148,12 @@ def test_failover_threshold_marks_amphorae_failover_stopped(sandbox):
             rows = {a['id']: a['status'] for i in lb_ids
                     for a in acc.amphorae(i)}
             return all(rows.get(a) == 'FAILOVER_STOPPED' for a in amps)
-        _until('FAILOVER_STOPPED', stopped, timeout=STALE_WAIT)
+        until('FAILOVER_STOPPED', stopped, timeout=STALE_WAIT)
         assert acc.amphorae_by_lb(lb_ids) == {
             i: {'FAILOVER_STOPPED': 1} for i in lb_ids}
         # Heartbeats back: Octavia returns them to ALLOCATED by itself.
         sandbox.heartbeat_knobs(silent_load_balancers=[])
-        _until('ALLOCATED again', lambda: acc.amphorae_by_lb(lb_ids) == {
+        until('ALLOCATED again', lambda: acc.amphorae_by_lb(lb_ids) == {
             i: {'ALLOCATED': 1} for i in lb_ids}, timeout=STALE_WAIT)
     finally:
         sandbox.heartbeat_knobs(silent_load_balancers=[])
@@ -184,8 +173,8 @@ def test_config_push_moves_heartbeats_to_a_second_health_manager(sandbox):
     finally:
         sandbox.inject(amphora_fields={'image_id': None})
     sandbox.heartbeat_knobs(no_reload_images=[old_image])
-    [amp_id] = _until('heartbeating', lambda: _heartbeating(acc, lb_id))
-    [stuck] = _until('heartbeating', lambda: _heartbeating(acc, stuck_lb))
+    [amp_id] = until('heartbeating', lambda: _heartbeating(acc, lb_id))
+    [stuck] = until('heartbeating', lambda: _heartbeating(acc, stuck_lb))
     main = health.address()
     second = health.add_manager('second')
     try:
@@ -198,16 +187,16 @@ def test_config_push_moves_heartbeats_to_a_second_health_manager(sandbox):
         def sending(amp):
             return heartbeats.read_status(sandbox.dir).get(
                 'amphorae', {}).get(amp, {}).get('controllers')
-        _until('sending to the second manager',
+        until('sending to the second manager',
                lambda: sending(amp_id) == [second])
-        _until('both pushes made', lambda: {amp_id, stuck} <= set(
+        until('both pushes made', lambda: {amp_id, stuck} <= set(
             acc.configured_amphorae()))
         assert sending(stuck) == [main]
         health.reset_controllers()
         # Only the second health manager hears the first now: it stays
         # healthy for longer than heartbeat_timeout...
         since = datetime.datetime.utcnow().replace(microsecond=0)
-        _until('health updated by the second manager', lambda: acc
+        until('health updated by the second manager', lambda: acc
                .amphora_health([amp_id])[amp_id][0] > since
                + datetime.timedelta(seconds=22), timeout=STALE_WAIT)
         assert acc.amphorae_by_lb([lb_id])[lb_id] == {'ALLOCATED': 1}
