@@ -17,14 +17,15 @@ class RunbookCli:
     and the real CLI and conductors against it.
 
     ``groups`` adds configuration groups; ``env`` is passed to every
-    process started.
+    process started; ``url`` is the persistence store (default: SQLite
+    in ``tmp_path``).
     """
 
     def __init__(self, tmp_path, board=None, server=None, expiry=4,
-                 cloud='sandbox', groups=None, env=None):
+                 cloud='sandbox', groups=None, env=None, url=None):
         self.tmp_path = tmp_path
         self.env = env
-        self.url = f'sqlite:///{tmp_path}/persistence.sqlite'
+        self.url = url or f'sqlite:///{tmp_path}/persistence.sqlite'
         task_flow = {'persistence_connection': self.url,
                      'jobboard_enabled': bool(board),
                      'jobboard_expiration_time': expiry}
