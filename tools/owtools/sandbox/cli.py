@@ -4,6 +4,7 @@
 
     tools/sandbox start  [--name N] [--dir D] [--no-user-clouds]
                          [--db-url URL] [--transport-url URL] [--no-standin]
+                         [--fast-failovers]
     tools/sandbox stop   [--name N] [--dir D]
     tools/sandbox status [--name N] [--dir D] [--json]
     tools/sandbox seed    --count N [--topology SINGLE|ACTIVE_STANDBY]
@@ -62,6 +63,10 @@ def _parser():
                                            "private one")
     s.add_argument("--no-standin", action="store_true",
                    help="do not start the Nova/Glance stand-in")
+    s.add_argument("--fast-failovers", action="store_true",
+                   help="benchmarks only: load-balancer failovers finish at "
+                        "once in the database instead of running Octavia's "
+                        "flow (owtools.sandbox.fastfailover)")
     s.add_argument("--timeout", type=float, default=120.0)
     s.add_argument("--quiet", action="store_true")
 
@@ -161,8 +166,12 @@ def _cmd_start(args):
     sb = Sandbox(args.name, args.dir).start(
         db_url=args.db_url, transport_url=args.transport_url,
         user_clouds=not args.no_user_clouds, standin=not args.no_standin,
-        timeout=args.timeout, progress=say)
+        timeout=args.timeout, progress=say,
+        fast_failovers=args.fast_failovers)
     print(f"API         {sb.api_url}")
+    if args.fast_failovers:
+        print("worker      zero-second load-balancer failovers (benchmarks "
+              "only)")
     if sb.standin_url:
         print(f"stand-in    {sb.standin_url}")
     print(f"database    {masked(sb.db_url)}")

@@ -163,10 +163,11 @@ class Sandbox:
 
     def start(self, *, db_url=None, transport_url=None, user_clouds=True,
               standin=True, timeout=90.0, debug=True, progress=None,
-              health=None):
+              health=None, fast_failovers=False):
         """Start everything; returns self. Raises SandboxError on failure
         (with the tail of the failing log), after stopping what it started.
-        ``health``: settings for :meth:`HealthControl.configure`.
+        ``health``: settings for :meth:`HealthControl.configure`;
+        ``fast_failovers``: benchmarks only, see :mod:`.fastfailover`.
         """
         say = progress or (lambda msg: None)
         t0 = time.monotonic()
@@ -180,6 +181,8 @@ class Sandbox:
                       "starts": {}, "services": {}}
         if health:
             self.state["health"] = {"settings": dict(health)}
+        if fast_failovers:
+            self.state["fast_failovers"] = True
         try:
             self._start(db_url, transport_url, user_clouds, standin,
                         timeout, debug, say, t0)
@@ -241,7 +244,7 @@ class Sandbox:
         say(f"starting octavia ({time.monotonic() - t0:.1f}s)")
         if standin:
             self._start_standin()
-        self._spawn("worker", [self._bin("octavia-worker"), "--config-file",
+        self._spawn("worker", [*self._worker_command(), "--config-file",
                                str(self.conf_path),
                                *self.health().conf_args(), "--log-file",
                                str(self.log_dir / "worker.log")])
@@ -257,6 +260,11 @@ class Sandbox:
             self.health().start(wait=False)
         self._create_flavors()
         self._write_clouds(user_clouds)
+
+    def _worker_command(self):
+        if self.state.get("fast_failovers"):
+            return [sys.executable, "-m", "owtools.sandbox.fastfailover"]
+        return [self._bin("octavia-worker")]
 
     def _bin(self, name):
         path = Path(sys.executable).parent / name
