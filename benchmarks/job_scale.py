@@ -4,10 +4,14 @@ For each size N (default 1,000 and 10,000): a private Redis jobboard and
 an SQLite store; one ``conductor`` process (under ``/usr/bin/time`` for
 its peak RSS) runs one ``selftest`` job of N zero-second steps.  Printed
 per size: the conductor's wall time from the job's start to its end,
-seconds per target, peak RSS, the persistence rows and bytes per
+seconds per target (wall, and the conductor's own CPU time, which a
+loaded machine does not inflate; the load average is printed beside
+it), peak RSS, the persistence rows and bytes per
 target, and how long ``show``, ``report -f json`` and ``list`` take on
 the finished job.  Then the ratio of the time per target at the largest
-size to that at the smallest (flat bookkeeping: near 1).
+size to that at the smallest, wall and CPU (flat bookkeeping: near 1).
+The script polls the job's state by its primary key only (a count over
+its targets, polled often, would slow the conductor as the job grows).
 
 With ``--takeover`` (one more run of the largest size): the first
 conductor is killed with SIGKILL once half the steps are done; a second
@@ -57,14 +61,33 @@ def _conductor(conf, tmp, name):
     return proc, log, rss
 
 
-def _stop(proc, sig=signal.SIGTERM):
-    # /usr/bin/time forwards nothing: signal its child, the conductor
+def _children(proc):
+    # /usr/bin/time's child is the conductor
     children = pathlib.Path(f'/proc/{proc.pid}/task/{proc.pid}/children')
     try:
-        pids = [int(p) for p in children.read_text().split()]
+        return [int(p) for p in children.read_text().split()]
     except OSError:
-        pids = []
-    for pid in pids:
+        return []
+
+
+def _cpu(proc):
+    """CPU seconds (user + system) the conductor has used so far: the
+    figure a loaded machine does not inflate the way it does wall time."""
+    total = 0.0
+    for pid in _children(proc):
+        try:
+            fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(
+                ')', 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf(
+            'SC_CLK_TCK')
+    return total
+
+
+def _stop(proc, sig=signal.SIGTERM):
+    # /usr/bin/time forwards nothing: signal its child, the conductor
+    for pid in _children(proc):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -76,13 +99,20 @@ def _db(tmp):
     return sqlite3.connect(tmp / 'p.sqlite')
 
 
-def _counts(tmp, job_id):
+def _state(tmp, job_id):
+    """The job's state: one primary-key read (polled often, it must not
+    slow the conductor down as the job grows)."""
     with _db(tmp) as db:
-        done = db.execute("select count(*) from ow_targets where job_id=? "
-                          "and state='DONE'", (job_id,)).fetchone()[0]
         state = db.execute('select state from ow_jobs where id=?',
                            (job_id,)).fetchone()
-    return done, state[0] if state else None
+    return state[0] if state else None
+
+
+def _done(tmp, job_id):
+    """Targets DONE (a count over the job's rows: polled seldom)."""
+    with _db(tmp) as db:
+        return db.execute("select count(*) from ow_targets where job_id=? "
+                          "and state='DONE'", (job_id,)).fetchone()[0]
 
 
 def _store(tmp, job_id):
@@ -119,14 +149,24 @@ def run_size(size, expiry, takeover):
                 f'record_to={record}', '-f', 'value', '-c', 'id')
             job_id = proc.stdout.strip()
             began = None
+            cpu_began = 0.0
             result = {'targets': size}
             killed = None
+            counted = 0.0
             while True:
-                done, state = _counts(tmp, job_id)
+                state = _state(tmp, job_id)
                 if began is None and state == 'RUNNING':
                     began = time.monotonic()
+                    cpu_began = _cpu(first)
                 if state in ('SUCCESS', 'FAILED'):
+                    cpu = _cpu(first) - cpu_began
                     break
+                if (takeover and killed is None
+                        and time.monotonic() - counted > 0.5):
+                    counted = time.monotonic()
+                    done = _done(tmp, job_id)
+                else:
+                    done = 0
                 if takeover and killed is None and done >= size // 2:
                     _stop(first, signal.SIGKILL)
                     killed = time.monotonic()
@@ -145,7 +185,10 @@ def run_size(size, expiry, takeover):
                      record.read_text().splitlines()]
             result.update(
                 state=state, wall_seconds=round(wall, 2),
+                load=round(os.getloadavg()[0], 1),
                 ms_per_target=round(wall / size * 1000, 2),
+                cpu_ms_per_target=(None if killed else
+                                   round(cpu / size * 1000, 2)),
                 peak_rss_mib=round(int(rss_file.read_text().split()[-1])
                                    / 1024, 1),
                 ran_twice=len(steps) - len(set(steps)),
@@ -185,19 +228,24 @@ def main():
         figures[size] = run_size(size, args.expiry, False)
         print(size, figures[size], flush=True)
     rows = [(n, f['state'], f['wall_seconds'], f['ms_per_target'],
-             f['peak_rss_mib'], f['rows_per_target'],
+             f['cpu_ms_per_target'], f['load'], f['peak_rss_mib'], f['rows_per_target'],
              f['detail_bytes_per_target'], f['show_s'] and round(
                  f['show_s'], 2), f['report_json_s'] and round(
                  f['report_json_s'], 2), f['list_s'] and round(
                  f['list_s'], 2), f['rows_after_purge'])
             for n, f in figures.items()]
     common.table(rows, ('targets', 'state', 'wall s', 'ms/target',
-                        'peak RSS MiB', 'rows/target', 'bytes/target',
+                        'CPU ms/target', 'load', 'peak RSS MiB', 'rows/target', 'bytes/target',
                         'show s', 'report s', 'list s', 'rows purged-left'))
     small, large = min(figures), max(figures)
     ratio = figures[large]['ms_per_target'] / figures[small]['ms_per_target']
-    print(f'time per target at {large} / at {small}: {ratio:.2f}')
+    cpu_ratio = (figures[large]['cpu_ms_per_target']
+                 / figures[small]['cpu_ms_per_target'])
+    print(f'time per target at {large} / at {small}: {ratio:.2f} wall, '
+          f'{cpu_ratio:.2f} CPU (the conductor\'s own; wall time also '
+          f'counts what else the machine runs: see the load)')
     figures['per_target_ratio'] = round(ratio, 3)
+    figures['cpu_per_target_ratio'] = round(cpu_ratio, 3)
     if args.takeover:
         f = figures['takeover'] = run_size(large, args.expiry, True)
         print(f'takeover at {large} (SIGKILL at half): next new step '
