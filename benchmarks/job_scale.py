@@ -228,14 +228,16 @@ def main():
         figures[size] = run_size(size, args.expiry, False)
         print(size, figures[size], flush=True)
     rows = [(n, f['state'], f['wall_seconds'], f['ms_per_target'],
-             f['cpu_ms_per_target'], f['load'], f['peak_rss_mib'], f['rows_per_target'],
+             f['cpu_ms_per_target'], f['load'], f['peak_rss_mib'],
+             f['rows_per_target'],
              f['detail_bytes_per_target'], f['show_s'] and round(
                  f['show_s'], 2), f['report_json_s'] and round(
                  f['report_json_s'], 2), f['list_s'] and round(
                  f['list_s'], 2), f['rows_after_purge'])
             for n, f in figures.items()]
     common.table(rows, ('targets', 'state', 'wall s', 'ms/target',
-                        'CPU ms/target', 'load', 'peak RSS MiB', 'rows/target', 'bytes/target',
+                        'CPU ms/target', 'load', 'peak RSS MiB',
+                        'rows/target', 'bytes/target',
                         'show s', 'report s', 'list s', 'rows purged-left'))
     small, large = min(figures), max(figures)
     ratio = figures[large]['ms_per_target'] / figures[small]['ms_per_target']
