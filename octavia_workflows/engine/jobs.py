@@ -93,8 +93,7 @@ class JobService:
         job_id = self.resolve(job_id)
         job = self.records.get_job(job_id)
         progress = self.records.progress([job_id])[job_id]
-        targets = self.records.get_targets(job_id)
-        return view(job, progress, targets)
+        return view(job, progress, self.records.target_summaries(job_id))
 
     def list(self, include_finished=False):
         jobs = self.records.list_jobs(include_finished=include_finished)

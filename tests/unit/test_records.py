@@ -91,3 +91,24 @@ def test_skip_pending_skips_only_pending_targets_of_that_job(records):
     assert records.get_target('j1', 't1')['state'] == 'PENDING'
     assert records.get_job('j2')['updated_at'] > old
     assert records.skip_pending('j2', 'again') == 0
+
+
+def test_summaries_carry_every_column_and_only_a_pending_wait(records):
+    records.create_job('j2', 'rotate-images', {}, 'board')
+    records.save_plan('j2', [
+        {'target': f't{n}', 'action': 'lb-failover',
+         'details': {'lb': f'l{n}', 'amphorae': ['a', 'b']}}
+        for n in range(4)], [])
+    records.update_target('j2', 't0', state='RUNNING', start=True,
+                          merge_details={'waiting': 'stale'})
+    records.update_target('j2', 't1', merge_details={
+        'waiting': 'waiting for the fleet budget'})
+    records.update_target('j2', 't2', error='boom', state='FAILED')
+    full = records.get_targets('j2')
+    light = records.target_summaries('j2')
+    assert [r['target'] for r in light] == ['t0', 't1', 't2', 't3']
+    for whole, summary in zip(full, light, strict=True):
+        assert {k: v for k, v in whole.items() if k != 'details'} == {
+            k: v for k, v in summary.items() if k != 'details'}
+    assert [r['details'] for r in light] == [
+        {}, {'waiting': 'waiting for the fleet budget'}, {}, {}]
