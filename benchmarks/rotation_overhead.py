@@ -21,6 +21,11 @@ from the call's return until seen settled; conductor: from the target's
 those differ, the sandbox ran at a different speed for the two sides,
 and the ratio says as much about that as about the conductor.
 
+The job's fixed cost is printed per round: from just before ``submit``
+to its first failover call (the earliest target's recorded ``intent``:
+CLI start, posting, claim, planning and the first re-check), and from
+its last target's verification to its SUCCESS.
+
 With ``--rounds R`` each concurrency is measured R times on fresh load
 balancers, the side that goes first alternating from round to round;
 the ratio printed is total conductor time over total plain time.  Use
@@ -79,6 +84,23 @@ def seen_durations(engine, job_id):
             if d.get('verified') and d.get('requested_at')]
 
 
+def fixed_cost(engine, job_id, submitted, ended):
+    """The job's fixed cost from its records: seconds from just before
+    ``submit`` to its first cloud-changing call (the earliest target's
+    ``intent``: the CLI process, posting, claim, planning, first
+    re-check), and from its last verification (``verified``) until its
+    SUCCESS was seen (within the 0.05 s poll)."""
+    query = sa.text('SELECT details FROM ow_targets WHERE job_id = :id')
+    with engine.connect() as db:
+        rows = [json.loads(d) for d in
+                db.execute(query, {'id': job_id}).scalars()]
+    calls = [d.get('intent') or d.get('requested_at') for d in rows]
+    calls = [c for c in calls if c]
+    verified = [d['verified'] for d in rows if d.get('verified')]
+    return (round(min(calls) - submitted, 3) if calls else None,
+            round(ended - max(verified), 3) if verified else None)
+
+
 def rss_mib(pid):
     """Resident set size of ``pid`` in MiB (from /proc)."""
     with open(f'/proc/{pid}/status', encoding='ascii') as status:
@@ -115,6 +137,7 @@ def stored_per_job(engine, job_id):
 
 def conductor_rotation(conf, env, engine, lb_ids, concurrency, pid):
     started = time.monotonic()
+    submitted = time.time()
     peak = rss_mib(pid)
     proc, _, _ = common.cli(
         conf, '--os-cloud', 'bench', 'submit', 'rotate-images',
@@ -131,8 +154,9 @@ def conductor_rotation(conf, env, engine, lb_ids, concurrency, pid):
             state = db.execute(query, {'id': job_id}).scalar()
         peak = max(peak, rss_mib(pid))
         if state in ('SUCCESS', 'FAILED', 'CANCELLED', 'PAUSED'):
-            return time.monotonic() - started, state, job_id, peak
-        time.sleep(0.1)
+            return (time.monotonic() - started, state, job_id, peak,
+                    fixed_cost(engine, job_id, submitted, time.time()))
+        time.sleep(0.05)
 
 
 def main():
@@ -190,7 +214,9 @@ def main():
     common.table(rows, ('concurrency', 'N', 'rounds', 'plain s',
                         'conductor s', 'ratio', 'ratio range', 'jobs',
                         'failovers', 'conductor RSS MiB', 'rows/target',
-                        'bytes/target', 'failover s plain/conductor'))
+                        'bytes/target', 'failover s plain/conductor',
+                        'submit->1st call s (max)',
+                        'last verify->SUCCESS s (max)'))
     common.write_results('rotation_overhead', {
         'build_delay': args.build_delay, 'rounds': args.rounds,
         'runs': figures})
@@ -208,7 +234,7 @@ def one_round(box, conn, conf, env, engine, pid, n, concurrency, round_):
     if round_ % 2 == 0:
         plain, states, plain_seen = plain_rotation(conn, ids[:n],
                                                    concurrency)
-    ours, state, job_id, peak = conductor_rotation(
+    ours, state, job_id, peak, (to_call, to_end) = conductor_rotation(
         conf, env, engine, ids[n:], concurrency, pid)
     if round_ % 2 == 1:
         plain, states, plain_seen = plain_rotation(conn, ids[:n],
@@ -224,6 +250,8 @@ def one_round(box, conn, conf, env, engine, pid, n, concurrency, round_):
             'conductor_failover_mean_s': round(
                 sum(ours_seen) / max(1, len(ours_seen)), 3),
             'job_state': state, 'job': job_id,
+            'submit_to_first_call_s': to_call,
+            'last_verified_to_success_s': to_end,
             'plain_errors': states.count('ERROR'),
             'failovers_counted': done,
             'conductor_peak_rss_mib': round(peak, 1),
@@ -246,11 +274,18 @@ def summary(figures, concurrency, n):
             f'{runs[-1]["stored_rows_per_target"]:.1f}',
             f'{runs[-1]["stored_bytes_per_target"]}',
             f'{_mean(runs, "plain_failover_mean_s"):.3f}/'
-            f'{_mean(runs, "conductor_failover_mean_s"):.3f}')
+            f'{_mean(runs, "conductor_failover_mean_s"):.3f}',
+            _worst(runs, 'submit_to_first_call_s'),
+            _worst(runs, 'last_verified_to_success_s'))
 
 
 def _mean(runs, key):
     return sum(f[key] for f in runs) / len(runs)
+
+
+def _worst(runs, key):
+    seen = [f[key] for f in runs if f[key] is not None]
+    return f'{max(seen):.2f}' if seen else '-'
 
 
 if __name__ == '__main__':
