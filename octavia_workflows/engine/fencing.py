@@ -19,8 +19,9 @@ MariaDB and PostgreSQL (the latest committed value, locked until this
 commit, so a takeover waits for it or comes first); SQLite serialises
 writers, so a plain read in the write transaction is current.
 
-Failures: a refused commit logs one line, marks the run's claim lost and
-raises ClaimLost; a database error from the check itself propagates like
+Failures: a refused commit logs one line, marks the run's claim lost,
+closes the connection (the server rolls the transaction back) and raises
+ClaimLost; a database error from the check itself propagates like
 any other write error.
 """
 
@@ -45,15 +46,20 @@ def _check_sql(dialect):
 class FencedStore(pers.Persistence):
     """A persistence handle for one run of one job, fenced by ``token``.
 
-    :param url: the persistence URL (a new engine is made for the run).
+    :param origin: the conductor's :class:`~.persistence.Persistence`:
+        the run shares its connection pool (a new pool per run cost each
+        job its own connections: a MySQL handshake and a TLS context
+        each) through an engine of its own (SQLAlchemy's
+        ``execution_options()``), whose commit check is local to it.
     :param job_id: the job.
     :param token: the token this run took.
     :param on_refused: called with the reason when a commit is refused
         (the runner marks its claim lost).
     """
 
-    def __init__(self, url, job_id, token, on_refused=None):
-        super().__init__(url)
+    def __init__(self, origin, job_id, token, on_refused=None):
+        super().__init__(origin.url,
+                         engine=origin.engine.execution_options())
         self.job_id = job_id
         self.token = token
         self._on_refused = on_refused or (lambda why: None)
@@ -74,6 +80,10 @@ class FencedStore(pers.Persistence):
                f'(fencing token {self.token}, now {current})')
         LOG.warning('%s', why)
         self._on_refused(why)
+        # The transaction must not commit, and the connection, still in
+        # it, must not go back to the shared pool: closing it rolls the
+        # transaction back on the server.
+        conn.invalidate()
         raise exceptions.ClaimLost(why)
 
 
@@ -82,5 +92,5 @@ def open_run(persistence, job_id, claim):
     :class:`FencedStore` the run writes through."""
     token = persistence.records.take_fence(job_id)
     LOG.debug('job %s: fencing token %s for %s', job_id, token, claim.owner)
-    return FencedStore(persistence.url, job_id, token,
+    return FencedStore(persistence, job_id, token,
                        on_refused=claim.mark_lost)

@@ -101,9 +101,10 @@ class Persistence:
     :raises ConfigError: the URL is malformed or its driver is missing.
     """
 
-    def __init__(self, url):
+    def __init__(self, url, engine=None):
         self.url = url
-        self.engine = _make_engine(url)
+        self._owns_engine = engine is None
+        self.engine = _make_engine(url) if engine is None else engine
         self.records = dbcluster.RetryingRecords(
             records.Records(self.engine), self.engine)
         self._tf = None
@@ -230,7 +231,8 @@ class Persistence:
                                  {'n': _UPGRADE_LOCK})
 
     def close(self):
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
 
 def _is_missing_table(exc):
