@@ -22,6 +22,13 @@ every candidate and reports it as SKIPPED ("would delete"); with
 ``apply=true`` it deletes them, paced (``concurrency``, ``interval``)
 and circuit-broken (``max_failures``) like the other runbooks.
 
+With a jobboard, a job with ``apply=true`` holds the host's fleet lock
+(``host:<host>``) from its first deletion to its end, so an
+evacuate-host of the same host never acts on it at the same time (one
+waits for the other, up to ``[fleet] lock_timeout``, then its targets are
+SKIPPED ``in use by job <id>``).  A report (``apply=false``) changes
+nothing and takes no lock.
+
 What happens on failure: every candidate is re-checked right before its
 deletion (a server that moved, vanished or became an amphora in use is
 SKIPPED with the reason); a transient error is retried in short checks;
@@ -183,6 +190,13 @@ def recheck_server(cloud, host, server_id, prefix):
 
 class StartCleanup(steps.StartTarget):
     """Pacing slot; re-check the server; with apply=false stop here."""
+
+    def fleet_keys(self, context):
+        # a report changes nothing: it neither waits for nor blocks a
+        # job that acts on the host
+        if not context.params.get('apply'):
+            return []
+        return super().fleet_keys(context)
 
     def recheck(self, context, cloud):
         reason, facts = recheck_server(

@@ -21,6 +21,13 @@ this order:
 The job does not enable the service again: the host is being emptied
 for maintenance; enable it when the work there is done.
 
+With a jobboard the job holds the host's fleet lock (``host:<host>``)
+from its first change of the host (the disable, or its first failover)
+to its end: another job on the same host (cleanup-node) waits for it,
+and this job waits for one that holds the host, up to ``[fleet]
+lock_timeout``; the disable target then is SKIPPED ``in use by job
+<id>``, and with it every target not started.
+
 What happens on failure: a transient error is retried in short checks;
 if the service cannot be disabled (a permanent error) the job FAILS at
 once and no amphora is touched (the remaining targets are SKIPPED with
@@ -175,20 +182,39 @@ class HostTask(steps.TargetTask):
 
 class DisableComputeService(HostTask):
     """Disable scheduling on the host (once; a disabled service is left
-    alone).  A permanent failure stops the job before any failover."""
+    alone).  A permanent failure stops the job before any failover.
+
+    It first takes the host's fleet lock (``host:<host>``), which the job
+    then holds to its end: while another job (a cleanup-node of the same
+    host) has it, this waits, saying so for ``show``; after ``[fleet]
+    lock_timeout`` it is SKIPPED ``in use by job <id>``, and so is every
+    target not started yet (no amphora is failed over off a host whose
+    scheduling was not disabled)."""
 
     step = 'disable'
 
     def run(self, context, cloud, target, record):
         host = self.details['host']
+        keys = self.fleet_keys(context)
         if record.state == states.PENDING:
+            if context.stopping:
+                retry.backoff(context)
+                raise retry.NotYet('the job is stopping: nothing starts')
+            busy = steps.hold_or_wait(context, target, record, keys)
+            if isinstance(busy, str):
+                target.skip(busy)
+                _skip_pending(context, f'not started: {host} is {busy}')
+                return states.SKIPPED
             service = cloud.get_compute_service(host)
-            target.begin(before=_service(service))
+            extra = {'waiting': None} if record.details.get('waiting') \
+                else {}
+            target.begin(before=_service(service), **extra)
             record = target.record()
             if service.get('status') == 'disabled':
                 return target.done(after=_service(service))
         else:
             # run again after a crash: our earlier call may have happened
+            steps.hold_in_flight(context, target, keys)
             service = cloud.get_compute_service(host)
             if service.get('status') == 'disabled':
                 return target.done(after=_service(service))
@@ -204,12 +230,17 @@ class DisableComputeService(HostTask):
     def failed(self, context, target, exc):
         reason = f'the compute service could not be disabled: {exc}'
         target.fail(exc)
-        for other in context.records.get_targets(
-                context.job_id, states=[states.PENDING]):
-            TargetRun(context, other['target'], paced=False).skip(
-                f'not started: {reason}')
+        _skip_pending(context, f'not started: {reason}')
         raise exceptions.CloudRequestError(
             f'{reason}; no amphora was failed over')
+
+
+def _skip_pending(context, reason):
+    """SKIP every target of the job that has not started, with
+    ``reason``."""
+    for other in context.records.get_targets(
+            context.job_id, states=[states.PENDING]):
+        TargetRun(context, other['target'], paced=False).skip(reason)
 
 
 def _service(service):

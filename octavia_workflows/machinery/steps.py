@@ -69,8 +69,11 @@ class TargetTask(task.Task):
 
     def fleet_keys(self, context):
         """What the target acts on, locked for one job at a time across
-        the fleet: its load balancer (``lb:<id>``) and, for the host
-        runbooks, its compute host (``host:<name>``)."""
+        the fleet: its load balancer (``lb:<id>``, given back when the
+        target ends) and, for the host runbooks, its compute host
+        (``host:<name>``, held by the job from its first target that
+        takes it to the end of its run, see :mod:`~octavia_workflows.
+        engine.coordination`)."""
         keys = []
         if self.details.get('lb'):
             keys.append(f'lb:{self.details["lb"]}')
@@ -78,6 +81,53 @@ class TargetTask(task.Task):
         if host:
             keys.append(f'host:{host}')
         return keys
+
+
+def hold_or_wait(context, run, record, keys):
+    """The fleet's grant for ``keys`` (None: no fleet); a skip reason
+    once a lock stayed taken past ``[fleet] lock_timeout``; else NotYet
+    (the admission is given back and the target waits, saying why in
+    its record for ``show``)."""
+    try:
+        grant = run.hold(keys)
+    except exceptions.BackendUnavailable as exc:
+        run.withdraw()
+        retry.backoff(context)
+        raise NotYet(f'cannot reach the fleet budget: {exc}') from exc
+    except BaseException:
+        run.withdraw()
+        raise
+    if grant is None or grant.granted:
+        return grant
+    run.withdraw()
+    if grant.refused == states.FLEET_LOCKED:
+        if run.waited_for_fleet() >= context.fleet.lock_timeout:
+            return f'in use by job {grant.holder}'
+        why = f'waiting for {grant.key}: in use by job {grant.holder}'
+    else:
+        why = (f'waiting for the fleet budget ({grant.holder} of '
+               f'{context.fleet.budget} in flight)')
+    if record.details.get('waiting') != why:
+        run.note(waiting=why)
+        record.details['waiting'] = why
+    retry.backoff(context)
+    raise NotYet(why)
+
+
+def hold_in_flight(context, run, keys):
+    """Re-take what a target in flight already (a takeover) holds: its
+    slot at once, whatever the budget says; a lock someone took
+    meanwhile is reported only."""
+    try:
+        grant = run.hold(keys, force=True)
+    except exceptions.BackendUnavailable as exc:
+        LOG.warning('job %s target %s: cannot re-take its fleet slot: %s',
+                    context.job_id, run.target, exc)
+        return
+    if grant is not None and not grant.granted:
+        LOG.warning('job %s target %s: in flight, but %s is locked by job '
+                    '%s', context.job_id, run.target, grant.key,
+                    grant.holder)
 
 
 class StartTarget(TargetTask):
@@ -157,48 +207,10 @@ class StartTarget(TargetTask):
         raise NotYet(why)
 
     def _hold(self, context, run, record):
-        """The fleet's grant (None: no fleet); a skip reason once a
-        lock stayed taken past ``[fleet] lock_timeout``; else NotYet
-        (the admission is given back and the target waits, saying why in
-        its record for ``show``)."""
-        try:
-            grant = run.hold(self.fleet_keys(context))
-        except exceptions.BackendUnavailable as exc:
-            run.withdraw()
-            retry.backoff(context)
-            raise NotYet(f'cannot reach the fleet budget: {exc}') from exc
-        except BaseException:
-            run.withdraw()
-            raise
-        if grant is None or grant.granted:
-            return grant
-        run.withdraw()
-        if grant.refused == states.FLEET_LOCKED:
-            if run.waited_for_fleet() >= context.fleet.lock_timeout:
-                return f'in use by job {grant.holder}'
-            why = f'waiting for {grant.key}: in use by job {grant.holder}'
-        else:
-            why = (f'waiting for the fleet budget ({grant.holder} of '
-                   f'{context.fleet.budget} in flight)')
-        if record.details.get('waiting') != why:
-            run.note(waiting=why)
-            record.details['waiting'] = why
-        retry.backoff(context)
-        raise NotYet(why)
+        return hold_or_wait(context, run, record, self.fleet_keys(context))
 
     def _hold_adopted(self, context, run):
-        # In flight already (a takeover): count it at once, whatever the
-        # budget says; a lock someone took meanwhile is reported only.
-        try:
-            grant = run.hold(self.fleet_keys(context), force=True)
-        except exceptions.BackendUnavailable as exc:
-            LOG.warning('job %s target %s: cannot re-take its fleet slot: '
-                        '%s', context.job_id, self.target, exc)
-            return
-        if grant is not None and not grant.granted:
-            LOG.warning('job %s target %s: in flight, but %s is locked by '
-                        'job %s', context.job_id, self.target, grant.key,
-                        grant.holder)
+        hold_in_flight(context, run, self.fleet_keys(context))
 
     def read_ahead(self, context):
         """Read ahead for the next pending targets (:mod:`.readahead`);

@@ -15,9 +15,11 @@ frees the slot (no waiting target starts once the breaker trips),
 ``skip`` gives an unused admission back.  It also holds the target's
 share of the fleet (``context.fleet``: a slot of the cloud-wide failover
 budget and the locks on what it acts on, see :meth:`TargetRun.hold`),
-given back once the target's end is recorded.  A target of a step that is
-not paced (``paced=False``: host steps, cold-upgrade, selftest) has no
-slot and does not count for the breaker, as before.
+given back once the target's end is recorded -- except a ``host:`` lock,
+which the job run keeps until it ends (:mod:`~octavia_workflows.engine.
+coordination`).  A target of a step that is not paced (``paced=False``:
+host steps, cold-upgrade, selftest) has no pacing slot, takes no budget
+slot and does not count for the breaker; it may still take locks.
 
 Failures: every write is fenced (a conductor that lost the job raises
 :class:`~octavia_workflows.exceptions.ClaimLost` and writes nothing); a
@@ -120,7 +122,9 @@ class TargetRun:
         self.az = az
         self.paced = paced and context.run is not None
         self._pacer = context.run.pacer if self.paced else None
-        self._fleet = getattr(context, 'fleet', None) if self.paced else None
+        self._fleet = (getattr(context, 'fleet', None)
+                       if getattr(context, 'run', None) is not None
+                       else None)
 
     # -- reading ----------------------------------------------------------
     def record(self):
@@ -158,16 +162,18 @@ class TargetRun:
 
     # -- the fleet's budget and locks ----------------------------------------
     def hold(self, keys, force=False):
-        """Take a fleet budget slot and the locks on ``keys`` (all or
-        nothing).  ``force``: the target is in flight already (adopted
-        after a takeover), take its slot whatever the budget says.
+        """Take a fleet budget slot (paced targets only) and the locks on
+        ``keys`` (all or nothing).  ``force``: the target is in flight
+        already (adopted after a takeover), take its slot whatever the
+        budget says.
 
         :returns: the grant (``granted``, else ``refused``/``holder``),
             or None when the run has no fleet.
         """
         if self._fleet is None:
             return None
-        return self._fleet.take(self.target, keys, force=force)
+        return self._fleet.take(self.target, keys, force=force,
+                                budgeted=self.paced)
 
     def waited_for_fleet(self):
         """Seconds this target has been refused by the fleet so far."""

@@ -8,6 +8,7 @@ driver does inside octavia-worker.
 """
 
 import hashlib
+import json
 import os
 import pathlib
 import signal
@@ -140,6 +141,13 @@ def test_disable_enable_round_trip(standin):
                                       binary="nova-compute")
     assert (out.status, out.disabled_reason) == ("enabled", None)
     assert state.service_enabled("compute-2")
+    journal = state.events(host="compute-2")
+    assert [(e["kind"], e["via"], json.loads(e["detail"])["status"])
+            for e in journal] == [("service-update", "compute-api",
+                                   "disabled"),
+                                  ("service-update", "compute-api",
+                                   "enabled")]
+    assert journal[0]["at"] <= journal[1]["at"]
 
 
 def test_placement_only_on_enabled_hosts(standin):
@@ -209,6 +217,12 @@ def test_delete_server_idempotent(standin):
     with pytest.raises(openstack.exceptions.NotFoundException):
         conn.compute.get_server("amp-1")
     assert state.delete_server("amp-1") is False
+    # the journal: one deletion, through the API, from its host
+    state.place_server("amp-2", "amphora-2")
+    assert state.delete_server("amp-2") is True
+    assert [(e["subject"], e["host"], e["via"]) for e in state.events(
+        kind="server-delete")] == [("amp-1", host, "compute-api"),
+                                   ("amp-2", host, "direct")]
 
 
 def _new_image(conn, name, tags, data=b"qcow2-bytes"):

@@ -35,6 +35,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 
 DEFAULT_HOSTS = (("compute-1", "az1"), ("compute-2", "az1"),
@@ -88,7 +89,15 @@ CREATE TABLE IF NOT EXISTS images (
     extra TEXT NOT NULL DEFAULT '{}',
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,
+    kind TEXT NOT NULL, subject TEXT NOT NULL, host TEXT, detail TEXT,
+    via TEXT NOT NULL);
 """
+
+#: ``via`` of a change made by a direct call (the sandbox compute driver
+#: inside octavia-worker, or a test), as opposed to the HTTP API.
+DIRECT = "direct"
 
 
 class StandinState:
@@ -199,11 +208,42 @@ class StandinState:
                  now))
             return host["name"]
 
-    def delete_server(self, server_id):
-        """Remove a server. Returns True if it existed, False otherwise."""
+    def delete_server(self, server_id, via=DIRECT):
+        """Remove a server. Returns True if it existed, False otherwise.
+
+        A deletion is journalled (:meth:`events`) with the server's host
+        and ``via``, who asked: the HTTP API passes ``"compute-api"``.
+        """
         with self._tx() as db:
-            cur = db.execute("DELETE FROM servers WHERE id=?", (server_id,))
-            return cur.rowcount > 0
+            row = db.execute("SELECT host FROM servers WHERE id=?",
+                             (server_id,)).fetchone()
+            if not row:
+                return False
+            db.execute("DELETE FROM servers WHERE id=?", (server_id,))
+            self._event(db, "server-delete", server_id, row["host"], None,
+                        via)
+            return True
+
+    @staticmethod
+    def _event(db, kind, subject, host, detail, via):
+        db.execute(
+            "INSERT INTO events (at, kind, subject, host, detail, via)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), kind, subject, host, detail, via))
+
+    def events(self, host=None, kind=None):
+        """The journal of changes, oldest first: dicts with ``at`` (epoch
+        seconds, when the change was committed), ``kind``
+        (``server-delete``, ``service-update``), ``subject`` (the server
+        id, or the host), ``host``, ``detail`` (a service update: its new
+        status, reason and forced_down as JSON) and ``via``."""
+        sql, args = "SELECT * FROM events WHERE 1=1", []
+        for col, val in (("host", host), ("kind", kind)):
+            if val is not None:
+                sql += f" AND {col}=?"
+                args.append(val)
+        with self._ro() as db:
+            return [dict(r) for r in db.execute(sql + " ORDER BY seq", args)]
 
     def image_for(self, tag=None, image_id=None):
         """Resolve the image an amphora should boot from.
@@ -262,12 +302,13 @@ class StandinState:
         return self.host(host)["status"] == "enabled"
 
     def set_service(self, host, *, status=None, disabled_reason=None,
-                    forced_down=None):
+                    forced_down=None, via=DIRECT):
         """Enable/disable a host's service or set forced_down.
 
         ``status`` is 'enabled' or 'disabled' (``StandinError`` otherwise);
         enabling clears the reason. Returns the updated host dict; raises
-        ``NotFound`` for an unknown host.
+        ``NotFound`` for an unknown host. Journalled (:meth:`events`) with
+        ``via`` as for :meth:`delete_server`.
         """
         if status not in (None, "enabled", "disabled"):
             raise StandinError(f"Invalid status {status!r}: expected "
@@ -290,6 +331,10 @@ class StandinState:
                 " updated_at=? WHERE name=?",
                 (new["status"], new["disabled_reason"], new["forced_down"],
                  new["updated_at"], host))
+            self._event(db, "service-update", host, host, json.dumps(
+                {"status": new["status"],
+                 "disabled_reason": new["disabled_reason"],
+                 "forced_down": bool(new["forced_down"])}), via)
             return new
 
     # -- servers -----------------------------------------------------------

@@ -25,6 +25,8 @@ import urllib.parse
 from owtools.standin import StandinError, StandinState
 
 PROJECT_ID = "5e4f7a0b1c2d4e5f8a9b0c1d2e3f4a5b"
+#: ``via`` of the changes made through this server (the state's journal).
+VIA = "compute-api"
 NOVA_MIN, NOVA_MAX = "2.1", "2.95"
 GLANCE_VERSIONS = ("2.16", "2.15", "2.9", "2.7", "2.6", "2.5", "2.4", "2.3",
                    "2.2", "2.1", "2.0")
@@ -320,7 +322,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.server.state.server(server_id))})
 
     def _server_delete(self, body, server_id):
-        if not self.server.state.delete_server(server_id):
+        if not self.server.state.delete_server(server_id, via=VIA):
             raise StandinError(f"Instance {server_id} could not be found.",
                                404)
         self._nsend(204)
@@ -363,7 +365,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         h = self.server.state.set_service(
             h["name"], status=data.get("status"),
             disabled_reason=data.get("disabled_reason"),
-            forced_down=data.get("forced_down"))
+            forced_down=data.get("forced_down"), via=VIA)
         self._nsend(200, {"service": self._service_view(h)})
 
     def mv_tuple(self):
