@@ -24,7 +24,9 @@ target, the conductor's peak RSS, its RSS and CPU over that span and the
 CPU of the API, worker, MariaDB and RabbitMQ per target, the persistence
 rows and bytes per target, failovers counted in Octavia's database, and
 how long ``show -f json``, ``report -f json`` and ``list --all`` take on
-the finished job.  Then the ratio of the time per target at the largest
+the finished job, and the machine's mean 1-minute load over the span
+(other work on the machine shows in the times, far less in the CPU
+figures).  Then the ratio of the time per target at the largest
 size to that at the smallest (flat bookkeeping: near 1).
 
     .venv/bin/python benchmarks/rotate_scale.py [--sizes 1000 10000]
@@ -106,7 +108,8 @@ def rss_mib(pid):
 
 
 class Sampler(threading.Thread):
-    """CPU of some processes (and the conductor's RSS) every 0.25 s."""
+    """CPU of some processes, the conductor's RSS and the machine's
+    load (1-minute average) every 0.25 s."""
 
     def __init__(self, pids, conductor):
         super().__init__(daemon=True)
@@ -117,12 +120,20 @@ class Sampler(threading.Thread):
     def run(self):
         while not self.stop.is_set():
             cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-            self.samples.append((time.time(), cpu, rss_mib(self.conductor)))
+            self.samples.append((time.time(), cpu, rss_mib(self.conductor),
+                                 os.getloadavg()[0]))
             self.stop.wait(0.25)
 
     def at(self, when):
         """The sample nearest to ``when`` (epoch)."""
         return min(self.samples, key=lambda s: abs(s[0] - when))
+
+    def load(self, first, last):
+        """(mean, max) of the 1-minute load between two epochs."""
+        loads = [s[3] for s in self.samples if first <= s[0] <= last]
+        if not loads:
+            return None, None
+        return round(sum(loads) / len(loads), 2), round(max(loads), 2)
 
 
 def _conductor_pid(proc):
@@ -277,6 +288,7 @@ def _rotate(box, db, redis, tmp, conf, env, engine, size, concurrency):
     claimed = _log_time(log_path, rf'job {job_id}: claimed by')
     frozen = _log_time(log_path, rf'job {job_id}: plan frozen')
     rows, data = stored_per_job(engine, job_id)
+    load_mean, load_max = sampler.load(first, last)
     return {
         'targets': size, 'job': job_id, 'state': state,
         'targets_by_state': by_state, 'concurrency': concurrency,
@@ -292,6 +304,7 @@ def _rotate(box, db, redis, tmp, conf, env, engine, size, concurrency):
         'cpu_ms_per_target': cpu,
         'rows_per_target': round(rows / size, 3),
         'bytes_per_target': round(data / size),
+        'load_mean': load_mean, 'load_max': load_max,
     }
 
 
@@ -317,13 +330,14 @@ def main():
              f['cpu_ms_per_target']['conductor'],
              f['cpu_ms_per_target']['api'], f['rows_per_target'],
              f['bytes_per_target'], f['show_s'], f['report_json_s'],
-             f['list_s'], f['failed_over_once'])
+             f['list_s'], f['failed_over_once'], f['load_mean'])
             for n, f in figures.items()]
     print()
     common.table(rows, ('targets', 'state', 'plan s', 'span s', 'ms/target',
                         'peak RSS MiB', 'RSS span MiB', 'cond CPU ms/t',
                         'API CPU ms/t', 'rows/target', 'bytes/target',
-                        'show s', 'report s', 'list s', 'failed over once'))
+                        'show s', 'report s', 'list s', 'failed over once',
+                        'load'))
     small, large = min(figures), max(figures)
     ratio = figures[large]['ms_per_target'] / figures[small]['ms_per_target']
     peak = max(f['peak_rss_mib'] for f in figures.values())
