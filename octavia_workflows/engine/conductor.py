@@ -287,9 +287,9 @@ class Conductor:
                                      release=True)
         finally:
             claim.stop()
-            if not claim.lost:
-                # a lost claim's entries may be the new owner's now
-                claim.fleet.give_all()
+            # a lost claim's entries are given back only where they are
+            # this conductor's own (Fleet.give)
+            claim.fleet.give_all()
         try:
             if outcome.lost:
                 listener('lost')

@@ -103,6 +103,17 @@ class Fleet:
     def _member(self, target):
         return f'{self.job_id}/{target}'
 
+    def _hands_off(self):
+        """True once nothing may be given back: the claim is lost and
+        what the run held may be the new owner's now (it expires with
+        the claim instead).  A backend that gives back only what this
+        client's session holds (``fleet_session_fenced``: ZooKeeper,
+        whose session may outlive a claim declared lost) is still asked:
+        its entries never expire while the session lives, and a new
+        owner's never share it."""
+        return self.is_lost() and not getattr(
+            self.driver, 'fleet_session_fenced', False)
+
     def take(self, target, keys, force=False, budgeted=True):
         """Take ``keys`` and, with a budget and ``budgeted``, a slot for
         ``target`` (all or nothing).  Keys the run holds already
@@ -145,7 +156,7 @@ class Fleet:
             self._waits.pop(target, None)
             still = {key for _, keys, _ in self._held.values()
                      for key in keys} | self._run_keys
-        if held is None or self.is_lost():
+        if held is None or self._hands_off():
             return
         keys = [k for k in held[1] if k not in still]
         if keys or held[2]:
@@ -176,7 +187,7 @@ class Fleet:
         with self._lock:
             keys = sorted(self._run_keys)
             self._run_keys.clear()
-        if not keys or self.is_lost():
+        if not keys or self._hands_off():
             return
         try:
             self.driver.fleet_give(self._member(''), self.job_id, keys)

@@ -13,6 +13,9 @@ Keys, under the board's namespace ``NS``:
     that read the cloud before that time reads again.
 ``NS.fleet.lease.<name>``
     The holder of a named lease, with a TTL.
+``NS.fleet.epoch``
+    The epoch mark, no TTL: until when (ms) nothing new is granted
+    after the server lost its data (below).
 
 Taking (locks and a slot, all or nothing) and giving back are one script
 call each, so a target costs two round trips however many keys it
@@ -21,14 +24,30 @@ the claim (:meth:`RedisFleet.fleet_keep`): a SIGKILLed conductor's slots
 and locks come back within that time.  The scripts read the server's
 clock, so conductors' clocks do not matter.
 
+A restart: with its data (``appendonly yes``) nothing changes; holders
+renew at their next keep-alive after the reconnect, a holder that died
+meanwhile gives back one claim expiry after its last renewal.  Without
+its data (no persistence, a new data directory) the budget is empty
+while holders may still be at work: a run whose claim went with the data
+stops at its next fenced step, a holder that keeps renewing re-adds its
+slot (``fleet_keep`` re-adds what is missing).  So a budgeted take that
+finds no epoch mark sets it to one claim expiry after the server started
+(``INFO`` uptime) and grants nothing before then (refused as spent
+budget); a renewal that holds slots and finds no mark sets it to one
+claim expiry from now.  A new board on a server up for longer than that
+is not held back; a forced take (a target in flight) never is.  Not
+covered: data lost without a restart (``FLUSHALL``, the mark evicted)
+is noticed at the first renewal only, and locks are not held back.
+
 Failures: a Redis error is translated by the driver's ``translate()``
 into BackendUnavailable; nothing is half-taken (a script is atomic).
 """
 
 from octavia_workflows.engine.jobboard import base
 
-# KEYS[1] budget; KEYS[2..n+1] locks; KEYS[n+2..2n+1] released marks.
-# ARGV: job id, member, budget, ttl ms, force ('1'/'0'), n.
+# KEYS[1] budget; KEYS[2..n+1] locks; KEYS[n+2..2n+1] released marks;
+# KEYS[2n+2] the epoch mark.  ARGV: job id, member, budget, ttl ms,
+# force ('1'/'0'), n.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -41,14 +60,29 @@ for i = 2, n + 1 do
 end
 local budget = tonumber(ARGV[3])
 if budget > 0 then
+    local ttl = tonumber(ARGV[4])
+    local settled = redis.call('GET', KEYS[2 * n + 2])
+    if not settled then
+        -- No epoch mark: a new board, or a server that lost its data.
+        -- Holders that survived re-assert their slots at their next
+        -- renewal: until one claim expiry after the server started,
+        -- nothing new is granted.
+        local info = redis.call('INFO', 'server')
+        local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+        settled = now - (up or 0) * 1000 + ttl
+        redis.call('SET', KEYS[2 * n + 2], tostring(settled))
+    end
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
     if ARGV[5] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+        if now < tonumber(settled) then
+            return {0, 'budget', tostring(budget), '', ''}
+        end
         local used = redis.call('ZCARD', KEYS[1])
         if used >= budget then
             return {0, 'budget', tostring(used), '', ''}
         end
     end
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[2])
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
 end
 local released = ''
 for i = 2, n + 1 do
@@ -76,19 +110,24 @@ end
 return 1
 """
 
-# KEYS[1] budget; KEYS[2..] locks.  ARGV: ttl ms, then pairs
-# (member or '', job id) for the budget entry / each lock, in order:
-# ARGV[2..m+1] members to re-score, ARGV[m+2..] job ids per lock key.
+# KEYS[1] budget; KEYS[2] the epoch mark; KEYS[3..] locks.  ARGV: ttl
+# ms, m, then the m members to re-score, then the job id of each lock.
 _KEEP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 local members = tonumber(ARGV[2])
+if members > 0 and not redis.call('GET', KEYS[2]) then
+    -- We hold slots and the server has no epoch mark: it lost its data.
+    -- Nothing new is granted for one claim expiry, while the holders
+    -- re-assert their slots.
+    redis.call('SET', KEYS[2], tostring(now + ttl))
+end
 for i = 3, members + 2 do
     redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
 end
-for i = 2, #KEYS do
-    local job = ARGV[members + 1 + i]
+for i = 3, #KEYS do
+    local job = ARGV[members + i]
     local holder = redis.call('GET', KEYS[i])
     if holder == job then
         redis.call('PEXPIRE', KEYS[i], ttl)
@@ -148,7 +187,7 @@ class RedisFleet:
         keys = list(keys)
         with self.translate('taking a fleet slot'):
             answer = self._fleet()['take'](
-                keys=self._fleet_keys(keys),
+                keys=self._fleet_keys(keys) + [self._fleet_key('epoch')],
                 args=[job_id, member, int(budget or 0),
                       int(self.expiry * 1000), '1' if force else '0',
                       len(keys)])
@@ -181,7 +220,8 @@ class RedisFleet:
                 owners.append(job_id)
         with self.translate('renewing fleet slots'):
             self._fleet()['keep'](
-                keys=[self._fleet_key('budget')] + locks,
+                keys=[self._fleet_key('budget'), self._fleet_key('epoch')]
+                + locks,
                 args=[int(self.expiry * 1000), len(members)] + members
                 + owners)
 
