@@ -351,10 +351,10 @@ def _restart(server, proc, outage):
     return time.monotonic()
 
 
-def _finish(book, boards, racers, sampler, holders, probe):
+def _finish(book, boards, racers, sampler, runs, probe):
     racers.join()
     sampler.join()
-    for holder in holders:
+    for holder in runs:
         if not holder.ended:
             holder.end()
     assert book.samples >= 5

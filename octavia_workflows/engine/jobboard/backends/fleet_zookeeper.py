@@ -76,6 +76,7 @@ class ZookeeperFleet:
                 if self._gives is None:
                     self._gives_lock = threading.RLock()
                     self._gives = {}
+        self._session()         # the session what we are about to do is in
         self._retry_gives()
         return self._gives
 
