@@ -177,7 +177,7 @@ class ZookeeperFleet:
     def fleet_take(self, member, job_id, keys, budget, force=False):
         keys = list(keys)
         slot = bool(budget and budget > 0)
-        made = []
+        made = []           # paths this take is answerable for
         with self.translate('taking a fleet slot'):
             self._pending()
             with self._gives_lock:
@@ -186,10 +186,12 @@ class ZookeeperFleet:
                 return self._take(member, job_id, keys, budget, force, made)
             except (kazoo_exc.KazooException, OSError):
                 # What this take created is given back once the server
-                # answers again (the slot: whether or not it was made).
+                # answers again (the slot once it found none: whether or
+                # not its create went through).
                 self._owe(member, job_id,
                           [k for k in keys
-                           if self._fleet_path('locks', k) in made], slot)
+                           if self._fleet_path('locks', k) in made],
+                          slot and self._fleet_path('budget', member) in made)
                 raise
 
     def _take(self, member, job_id, keys, budget, force, made):
@@ -206,6 +208,8 @@ class ZookeeperFleet:
         if budget and budget > 0:
             path = self._fleet_path('budget', member)
             fresh = not self.client.exists(path)
+            if fresh:
+                made.append(path)
             self._hold(path, job_id)
             if fresh:
                 used = len(self.client.get_children(
