@@ -114,6 +114,17 @@ def test_a_lock_is_held_by_one_job_and_says_which(connect):
     assert abs(grant.released_at - before) < 5
 
 
+def test_a_take_refused_for_the_budget_leaves_its_locks_free(connect):
+    # a fresh board: no lock was ever given back before this refusal
+    one, two = connect(), connect()
+    assert one.fleet_take('job-d/a', 'job-d', ['lb:1'], 1,
+                          force=True).granted
+    refused = two.fleet_take('job-e/a', 'job-e', ['lb:2'], 1)
+    assert not refused.granted and refused.refused == base.BUDGET
+    locked = one.fleet_take('job-f/b', 'job-f', ['lb:2'], 0)
+    assert locked.granted, f'lb:2 left locked by {locked.holder}'
+
+
 def test_a_refused_lock_takes_no_budget_slot(connect):
     drv = connect()
     assert drv.fleet_take('job-a/x', 'job-a', ['lb:x'], 1).granted

@@ -40,6 +40,7 @@ transaction.  Failures: kazoo errors are translated by the driver's
 ``translate()``.
 """
 
+import logging
 import threading
 import time
 import urllib.parse
@@ -48,6 +49,8 @@ from kazoo import exceptions as kazoo_exc
 from kazoo.protocol.states import KeeperState
 
 from octavia_workflows.engine.jobboard import base
+
+LOG = logging.getLogger(__name__)
 
 
 def _quote(text):
@@ -232,6 +235,12 @@ class ZookeeperFleet:
         return base.Grant(True, released_at=released)
 
     def _unlock(self, job_id, keys):
+        if not keys:
+            return
+        # the marks' folder first: a transaction creating a mark under a
+        # folder that is not there fails whole, and the lock stays
+        self.client.ensure_path(self._fleet_path('released'),
+                                acl=self._acl())
         now = str(int(time.time() * 1000))
         for key in keys:
             path = self._fleet_path('locks', key)
@@ -250,7 +259,13 @@ class ZookeeperFleet:
             else:
                 transaction.create(mark, now.encode('utf-8'),
                                    acl=self._acl())
-            transaction.commit()
+            failed = [r for r in transaction.commit()
+                      if isinstance(r, Exception)
+                      and not isinstance(r, kazoo_exc.RolledBackError)]
+            if failed:
+                # commit() reports, it does not raise: a lock changed
+                # under us (a new owner's) is not ours to delete
+                LOG.debug('lock %s not released: %r', key, failed[0])
 
     def fleet_give(self, member, job_id, keys):
         keys = list(keys)
@@ -273,10 +288,7 @@ class ZookeeperFleet:
                     self.client.delete(path, version=stat.version)
             except (kazoo_exc.NoNodeError, kazoo_exc.BadVersionError):
                 pass
-        if keys:
-            self.client.ensure_path(self._fleet_path('released'),
-                                    acl=self._acl())
-            self._unlock(job_id, list(keys))
+        self._unlock(job_id, list(keys))
 
     def fleet_keep(self, held):
         # Ephemeral nodes live as long as the session: nothing to renew.
