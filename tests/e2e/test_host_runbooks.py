@@ -182,13 +182,24 @@ def test_evacuate_host_bad_input_and_empty_host(sandbox, standin, cli):
         if 'no-such-host' in ' '.join(args):
             assert "no compute host 'no-such-host'" in line
     empty = new_host(standin, 'empty')
+    # kept empty: the stand-in places every new amphora on the least
+    # loaded enabled host, so an enabled new host would receive those
+    # Octavia builds for other load balancers meanwhile (its health
+    # manager's failovers included)
+    standin.set_service(empty, status='disabled',
+                        disabled_reason='kept empty by the test')
     plan = c.plan('evacuate-host', host=empty)
     assert plan['targets'] == [] and plan['skipped'] == []
     assert any(f'no amphora runs on {empty}' in n for n in plan['notes'])
     assert c.jobs() == []                          # nothing was posted
     view = c.submit('evacuate-host', check=0, host=empty)
     assert view['state'] == 'SUCCESS'
-    assert standin.service_enabled(empty)          # an empty plan does nothing
+    assert c.report(view['id']) == {}              # an empty plan does nothing
+    service = standin.host(empty)
+    assert (service['status'], service['disabled_reason']) == (
+        'disabled', 'kept empty by the test')
+    assert standin.events(host=empty, kind='service-update')[-1][
+        'via'] != 'compute-api'                    # only the test's own change
 
 
 # -- cleanup-node ----------------------------------------------------------
