@@ -89,6 +89,22 @@ def write_conf(path, **groups):
     return str(path)
 
 
+def board_conf(path, redis, persistence):
+    """The configuration the sandbox benchmarks run a conductor with: a
+    Redis jobboard (claim expiry 10 s, logbooks kept for counting),
+    ``persistence`` as the store, a 0.5 s poll."""
+    return write_conf(path, task_flow={
+        'persistence_connection': persistence,
+        'jobboard_enabled': True,
+        'jobboard_backend_driver': 'redis_taskflow_driver',
+        'jobboard_backend_hosts': '127.0.0.1',
+        'jobboard_backend_port': redis.port,
+        'jobboard_backend_password': redis.password,
+        'jobboard_expiration_time': 10,
+        'jobboard_save_logbook': True},
+        conductor={'poll_interval': 0.5})
+
+
 def cli(conf, *args, env=None, timeout=3600):
     """Run the CLI; returns (CompletedProcess, seconds, peak RSS MiB)."""
     cmd = ['/usr/bin/time', '-f', '%M', BIN, '--config-file', conf, *args]

@@ -204,16 +204,7 @@ def _run(box, db, tmp, size, concurrency, store):
     try:
         persistence = (db.create_database('ow') if store == 'mariadb'
                        else f'sqlite:///{tmp}/p.sqlite')
-        conf = common.write_conf(tmp / 'ow.conf', task_flow={
-            'persistence_connection': persistence,
-            'jobboard_enabled': True,
-            'jobboard_backend_driver': 'redis_taskflow_driver',
-            'jobboard_backend_hosts': '127.0.0.1',
-            'jobboard_backend_port': redis.port,
-            'jobboard_backend_password': redis.password,
-            'jobboard_expiration_time': 10,
-            'jobboard_save_logbook': True},
-            conductor={'poll_interval': 0.5})
+        conf = common.board_conf(tmp / 'ow.conf', redis, persistence)
         env = {'OS_CLIENT_CONFIG_FILE': str(box.clouds_yaml)}
         common.cli(conf, 'db', 'upgrade', env=env)
         engine = sa.create_engine(persistence)

@@ -178,17 +178,7 @@ def main():
         if args.build_delay:
             box.inject(delays={'compute.build': args.build_delay})
         persistence = db.create_database('octavia_persistence')
-        conf = common.write_conf(
-            tmp / 'ow.conf',
-            task_flow={'persistence_connection': persistence,
-                       'jobboard_enabled': True,
-                       'jobboard_backend_driver': 'redis_taskflow_driver',
-                       'jobboard_backend_hosts': '127.0.0.1',
-                       'jobboard_backend_port': redis.port,
-                       'jobboard_backend_password': redis.password,
-                       'jobboard_expiration_time': 10,
-                       'jobboard_save_logbook': True},
-            conductor={'poll_interval': 0.5})
+        conf = common.board_conf(tmp / 'ow.conf', redis, persistence)
         env = {'OS_CLIENT_CONFIG_FILE': str(box.dir / 'clouds.yaml')}
         common.cli(conf, 'db', 'upgrade', env=env)
         log = open(tmp / 'conductor.log', 'wb')
