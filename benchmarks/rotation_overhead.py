@@ -34,7 +34,7 @@ as long as two 0.25 s polls, so whether it is seen at the second or
 the third poll shifts a plain run of 30 load balancers by up to 10 %.
 
     .venv/bin/python benchmarks/rotation_overhead.py [-n 100] [-c 1 4 8]
-        [--build-delay SECONDS] [--rounds R]
+        [--build-delay SECONDS] [--rounds R] [--conductor-log PATH]
 """
 
 import argparse
@@ -101,6 +101,37 @@ def fixed_cost(engine, job_id, submitted, ended):
             round(ended - max(verified), 3) if verified else None)
 
 
+def phases(engine, job_id, concurrency):
+    """Mean seconds of each part of a target's run, from its record:
+    ``start->intent`` (admitted: re-check, the begin and intent writes),
+    ``intent->call`` (fence + the failover call), ``call->verified``
+    (Octavia's work, seen settled, verified) and ``gap`` (the previous
+    target of its lane verified -> this one started: the end write, the
+    next start's reads and checks).  Lanes are dealt round-robin in plan
+    order, one load balancer per target, as the factory does."""
+    query = sa.text('SELECT seq, details FROM ow_targets '
+                    'WHERE job_id = :id ORDER BY seq')
+    with engine.connect() as db:
+        rows = [json.loads(d) for _, d in
+                db.execute(query, {'id': job_id})]
+    parts = {'start->intent': [], 'intent->call': [], 'call->verified': [],
+             'gap': []}
+    keys = ('started', 'intent', 'requested_at', 'verified')
+    for lane in range(concurrency):
+        done = [d for d in rows[lane::concurrency]
+                if all(d.get(k) for k in keys)]
+        done.sort(key=lambda d: d['started'])
+        for d in done:
+            parts['start->intent'].append(d['intent'] - d['started'])
+            parts['intent->call'].append(d['requested_at'] - d['intent'])
+            parts['call->verified'].append(d['verified']
+                                           - d['requested_at'])
+        parts['gap'] += [b['started'] - a['verified']
+                         for a, b in zip(done, done[1:], strict=False)]
+    return {k: round(sum(v) / len(v), 4) if v else None
+            for k, v in parts.items()}
+
+
 def rss_mib(pid):
     """Resident set size of ``pid`` in MiB (from /proc)."""
     with open(f'/proc/{pid}/status', encoding='ascii') as status:
@@ -147,6 +178,7 @@ def conductor_rotation(conf, env, engine, lb_ids, concurrency, pid):
         '-f', 'value', '-c', 'id', env=env)
     if proc.returncode:
         sys.exit(f'submit failed: {proc.stderr.strip()}')
+    cli_seconds = time.time() - submitted
     job_id = proc.stdout.strip()
     query = sa.text('SELECT state FROM ow_jobs WHERE id = :id')
     while True:
@@ -155,7 +187,8 @@ def conductor_rotation(conf, env, engine, lb_ids, concurrency, pid):
         peak = max(peak, rss_mib(pid))
         if state in ('SUCCESS', 'FAILED', 'CANCELLED', 'PAUSED'):
             return (time.monotonic() - started, state, job_id, peak,
-                    fixed_cost(engine, job_id, submitted, time.time()))
+                    fixed_cost(engine, job_id, submitted, time.time()),
+                    cli_seconds)
         time.sleep(0.05)
 
 
@@ -170,6 +203,9 @@ def main():
     parser.add_argument('--rounds', type=int, default=1,
                         help='measurements per concurrency, alternating '
                         'which side goes first (default 1)')
+    parser.add_argument('--conductor-log', metavar='PATH', default=None,
+                        help='keep the conductor\'s log in PATH (default: '
+                        'deleted with the sandbox)')
     args = parser.parse_args()
     rows, figures = [], []
     with common.sandbox('bench') as (box, db, tmp):
@@ -181,7 +217,7 @@ def main():
         conf = common.board_conf(tmp / 'ow.conf', redis, persistence)
         env = {'OS_CLIENT_CONFIG_FILE': str(box.dir / 'clouds.yaml')}
         common.cli(conf, 'db', 'upgrade', env=env)
-        log = open(tmp / 'conductor.log', 'wb')
+        log = open(args.conductor_log or tmp / 'conductor.log', 'wb')
         conductor = subprocess.Popen(
             [common.BIN, '--config-file', conf, 'conductor', '--workers',
              '1', '--name', 'bench'], stdout=log, stderr=subprocess.STDOUT,
@@ -224,12 +260,16 @@ def one_round(box, conn, conf, env, engine, pid, n, concurrency, round_):
     if round_ % 2 == 0:
         plain, states, plain_seen = plain_rotation(conn, ids[:n],
                                                    concurrency)
-    ours, state, job_id, peak, (to_call, to_end) = conductor_rotation(
+    ours, state, job_id, peak, (to_call, to_end), cli = conductor_rotation(
         conf, env, engine, ids[n:], concurrency, pid)
     if round_ % 2 == 1:
         plain, states, plain_seen = plain_rotation(conn, ids[:n],
                                                    concurrency)
     ours_seen = seen_durations(engine, job_id)
+    print(f'c={concurrency} round {round_}: plain {plain:.2f} s, '
+          f'conductor {ours:.2f} s, submit->1st call {to_call} s '
+          f'(the submit process {cli:.3f} s), '
+          f'per target {phases(engine, job_id, concurrency)}', flush=True)
     stored_rows, stored_bytes = stored_per_job(engine, job_id)
     done = sum(box.accounting().failovers_by_lb(ids[n:]).values())
     return {'concurrency': concurrency, 'n': n, 'round': round_,
@@ -241,6 +281,7 @@ def one_round(box, conn, conf, env, engine, pid, n, concurrency, round_):
                 sum(ours_seen) / max(1, len(ours_seen)), 3),
             'job_state': state, 'job': job_id,
             'submit_to_first_call_s': to_call,
+            'submit_process_s': round(cli, 3),
             'last_verified_to_success_s': to_end,
             'plain_errors': states.count('ERROR'),
             'failovers_counted': done,

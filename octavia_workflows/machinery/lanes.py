@@ -6,11 +6,15 @@ the square of the targets (a bare linear flow of 2,000 trivial tasks
 takes 36 s and 721 MB).  The current factories therefore build a fixed
 number of lanes instead: one TaskFlow atom per lane
 (``<workflow>:lane-<n>:work``, inside retry ``<workflow>:lane-<n>:retry``),
-however many targets the job has.  Each lane works through its share of
-the frozen plan, in plan order, one target at a time; what is done and
-what is left is read from the targets' own records
-(:class:`~.target.TargetRecord`), which are the durable per-target
-state.  Targets of one load balancer share a lane (:func:`.shape.lanes`).
+however many targets the job has.  The lanes of a run share the frozen
+plan (:class:`Work`): each takes the next group of targets in plan order
+when it is free (a group: the targets of one load balancer, driven one
+after the other by one lane), so a slow load balancer holds up only its
+own lane, never a share of the plan waiting behind it while the other
+lanes idle.  What is done and what is left is read from the targets' own
+records (:class:`~.target.TargetRecord`), which are the durable
+per-target state: which lane drove a target is not durable and does not
+matter.
 
 A lane drives one target with the target's usual steps
 (:class:`.shape.RunTarget`: start, act, wait), re-running them while they
@@ -18,14 +22,16 @@ answer :class:`~.retry.NotYet` -- the short checks the retry controller
 used to repeat, now repeated inside the lane so that the retry history
 does not grow with the targets.
 
-What happens on a crash, a pause and a takeover: a lane atom found
-RUNNING is run again (TaskFlow is at-least-once); it skips the finished
-targets of its share, continues its RUNNING target (whose steps know from
-its record what already happened: the call is never made twice) and then
-the rest.  When the job stops (pause, cancel, breaker, gate, conductor
-shutdown) a lane finishes the target it has in flight and then raises
-NotYet: the engine suspends with the lane's atom not completed, and the
-next run continues it.  A lost claim raises
+What happens on a crash, a pause and a takeover: the lane atoms found
+RUNNING are run again (TaskFlow is at-least-once) and share what the
+records say is left: groups with a RUNNING target first (whose steps know
+from its record what already happened: the call is never made twice),
+then the rest in plan order.  A lane atom completes only once nothing is
+left to take, so whatever is unfinished is always held by a lane atom
+that did not complete and runs again.  When the job stops (pause,
+cancel, breaker, gate, conductor shutdown) a lane finishes the target it
+has in flight and then raises NotYet: the engine suspends with the
+lane's atom not completed, and the next run continues it.  A lost claim raises
 :class:`~octavia_workflows.exceptions.ClaimLost` from the fence and
 stops the lane at once.
 
@@ -41,6 +47,7 @@ are DONE in their records); approved once, the gate passes in every
 later run.
 """
 
+import collections
 import json
 import threading
 import time
@@ -62,33 +69,97 @@ NAMED = 10
 IDLE = 0.2
 
 
-class LaneWorker(task.Task):
-    """Work through one lane's targets (see the module docstring).
+class Work:
+    """The targets the lanes of one run share (see the module docstring).
 
-    ``items``: this lane's planned targets (dicts with ``target``,
-    ``action`` and ``details``) in plan order; ``make_steps(item)``
-    returns an object whose ``execute(context)`` runs one pass of the
-    target's steps (a :class:`.shape.RunTarget`).
+    ``items``: the planned targets (dicts with ``target``, ``action`` and
+    ``details``) in plan order; ``key(item)`` groups the targets that are
+    driven one after the other by one lane.  What is left is read from
+    the records once, when the first lane asks (:meth:`take`).
     """
 
-    def __init__(self, workflow, number, items, make_steps, canary=None):
+    def __init__(self, items, key):
+        self.items = items
+        self._key = key
+        self._lock = threading.Lock()
+        self._queue = None          # groups not taken yet, in order
+        self._held = {}             # lane number -> its group
+        self.unfinished = {}        # target -> state when first read
+
+    def groups(self):
+        """Every group of the plan, in plan order."""
+        found = {}
+        for item in self.items:
+            found.setdefault(self._key(item), []).append(item)
+        return list(found.values())
+
+    def take(self, context, lane):
+        """The unfinished targets of the group lane ``lane`` works on:
+        the one it holds (it stopped inside it), else the next one
+        (None: nothing is left to take)."""
+        with self._lock:
+            if self._queue is None:
+                self._load(context)
+            held = self._held.get(lane)
+            if held is None and self._queue:
+                held = self._held[lane] = self._queue.popleft()
+            return held
+
+    def finished(self, lane):
+        """Lane ``lane`` is done with the group it held."""
+        with self._lock:
+            self._held.pop(lane, None)
+
+    def _load(self, context):
+        self.unfinished = context.records.target_states(
+            context.job_id, (states.PENDING, states.RUNNING))
+        left = []
+        for group in self.groups():
+            group = [i for i in group if i['target'] in self.unfinished]
+            if group:
+                # a target in flight first: it was started before a crash
+                group.sort(key=lambda i: self.unfinished[i['target']]
+                           != states.RUNNING)
+                left.append(group)
+        left.sort(key=lambda g: self.unfinished[g[0]['target']]
+                  != states.RUNNING)
+        self._queue = collections.deque(left)
+
+
+class LaneWorker(task.Task):
+    """One lane: take the next group of targets from the run's shared
+    :class:`Work`, drive its targets, until nothing is left (see the
+    module docstring).
+
+    ``work``: the run's :class:`Work` (a list of planned targets makes a
+    lane of its own); ``make_steps(item)`` returns an object whose
+    ``execute(context)`` runs one pass of the target's steps (a
+    :class:`.shape.RunTarget`).
+    """
+
+    def __init__(self, workflow, number, work, make_steps, canary=None):
         super().__init__(name=f'{workflow}:lane-{number}:work',
                          requires=['context'])
-        self.items = items
+        if not isinstance(work, Work):
+            work = Work(work, lambda item: item['target'])
+        self.number = number
+        self.work = work
         self.make_steps = make_steps
         self.canary = canary
 
     def execute(self, context):
-        unfinished = context.records.target_states(
-            context.job_id, (states.PENDING, states.RUNNING))
-        # a target in flight first: it was started before a crash
-        order = sorted(self.items, key=lambda item: unfinished.get(
-            item['target']) != states.RUNNING)
-        for item in order:
-            if item['target'] in unfinished:
-                self._drive(context, item,
-                            unfinished[item['target']] == states.PENDING)
-        return len(self.items)
+        driven = 0
+        while True:
+            group = self.work.take(context, self.number)
+            if group is None:
+                return driven
+            for item in group:
+                # (driven again after a stop inside the group, a target
+                # that finished is one pass that reads its record)
+                state = self.work.unfinished.get(item['target'])
+                self._drive(context, item, state == states.PENDING)
+                driven += 1
+            self.work.finished(self.number)
 
     def revert(self, *args, **kwargs):
         # Nothing to undo: each target's steps re-check when run again.
@@ -294,26 +365,29 @@ def _current_health(context, rows):
 
 
 def build(workflow, params, targets, make_steps, key=None):
-    """The job's flow: at most ``concurrency`` lanes, one atom each.
+    """The job's flow: at most ``concurrency`` lanes, one atom each,
+    sharing one :class:`Work` (as many lanes as the plan has groups, if
+    fewer).
 
     ``make_steps(item)`` returns the steps of one planned target (see
-    :class:`LaneWorker`); ``key(item)`` groups targets that must share a
-    lane (default: their load balancer).  With ``canary`` in the
-    parameters the lanes share one :class:`Canary` (the atoms are the
-    same).
+    :class:`LaneWorker`); ``key(item)`` groups targets that one lane
+    drives one after the other (default: their load balancer).  With
+    ``canary`` in the parameters the lanes share one :class:`Canary`
+    (the atoms are the same).
     """
     key = key or (lambda item: item['details'].get('lb') or item['target'])
-    split = shape.lanes(targets, params.get('concurrency'), key)
-    if not split:
+    work = Work(targets, key)
+    count = len(shape.lanes(targets, params.get('concurrency'), key))
+    if not count:
         return linear_flow.Flow(workflow).add(shape.NothingToDo(workflow))
     canary = Canary(workflow, params['canary']) if params.get('canary') \
         else None
     flow = unordered_flow.Flow(workflow)
-    for number, lane in enumerate(split):
+    for number in range(count):
         sub = linear_flow.Flow(f'{workflow}:lane-{number}',
                                retry=retry.Again(
                                    f'{workflow}:lane-{number}:retry'))
-        sub.add(LaneWorker(workflow, number, lane, make_steps, canary))
+        sub.add(LaneWorker(workflow, number, work, make_steps, canary))
         flow.add(sub)
     return flow
 

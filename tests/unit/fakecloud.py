@@ -324,7 +324,7 @@ class Harness:
         for task in _tasks(flow):
             make = getattr(task, 'make_steps', None)
             if make is not None and any(i['target'] == item['target']
-                                        for i in task.items):
+                                        for i in task.work.items):
                 return make(item)
             if getattr(task, 'target', None) == item['target']:
                 return task

@@ -1,5 +1,6 @@
 """Lanes: a fixed number of atoms works through the plan from the records."""
 
+import threading
 import types
 
 import pytest
@@ -109,6 +110,95 @@ def test_the_flow_does_not_grow_with_the_targets():
     flow = lanes.build('wf', {'concurrency': 4}, items, lambda item: None)
     workers = [sub for lane in flow for sub in lane]
     assert len(workers) == 4
-    assert sum(len(w.items) for w in workers) == 10000
-    # plan order within each lane
-    assert [i['target'] for i in workers[1].items[:3]] == ['t1', 't5', 't9']
+    # one shared plan, not four copies
+    assert len({id(w.work) for w in workers}) == 1
+    assert len(workers[0].work.items) == 10000
+    # fewer groups than the concurrency: one lane per group
+    flow = lanes.build('wf', {'concurrency': 8}, items[:3], lambda i: None)
+    assert len([sub for lane in flow for sub in lane]) == 3
+
+
+def _shared(names, key=lambda item: item['target']):
+    return lanes.Work(_items(*names), key)
+
+
+def test_a_free_lane_takes_the_next_target_while_a_slow_one_works():
+    rows = {n: states.PENDING for n in 'abcdef'}
+    context = Context(rows)
+    work = _shared('abcdef')
+    released = threading.Event()
+    log = {0: [], 1: []}
+
+    class Slow(Steps):
+        def execute(self, context):
+            if self.item['target'] == 'a':
+                assert released.wait(10)
+            super().execute(context)
+
+    def lane(number):
+        return lanes.LaneWorker('wf', number, work, lambda item: Slow(
+            context, item, log[number], waits=0))
+
+    slow = threading.Thread(target=lane(0).execute, args=(context,))
+    slow.start()
+    # lane 0 holds 'a' (the first in plan order); lane 1 does the rest
+    assert lane(1).execute(context) == 5
+    released.set()
+    slow.join(10)
+    assert log == {0: ['a'], 1: ['b', 'c', 'd', 'e', 'f']}
+    assert set(rows.values()) == {states.DONE}
+
+
+def test_a_group_is_driven_in_plan_order_by_one_lane():
+    items = [{'target': t, 'action': 'x', 'details': {'lb': lb}}
+             for t, lb in (('a1', 'A'), ('b1', 'B'), ('a2', 'A'),
+                           ('b2', 'B'))]
+    work = lanes.Work(items, lambda item: item['details']['lb'])
+    context = Context({i['target']: states.PENDING for i in items})
+    assert [i['target'] for i in work.take(context, 0)] == ['a1', 'a2']
+    assert [i['target'] for i in work.take(context, 1)] == ['b1', 'b2']
+    assert work.take(context, 2) is None
+
+
+def test_groups_in_flight_come_first_and_finished_targets_never():
+    rows = {'a': states.DONE, 'b': states.PENDING, 'c': states.RUNNING,
+            'd': states.SKIPPED, 'e': states.PENDING}
+    work = _shared('abcde')
+    context = Context(rows)
+    taken = [work.take(context, n) for n in range(4)]
+    assert [[i['target'] for i in g] for g in taken[:3]] == [
+        ['c'], ['b'], ['e']]
+    assert taken[3] is None
+
+
+def test_a_lane_stopped_inside_its_group_keeps_it_and_others_do_not_get_it():
+    items = [{'target': t, 'action': 'x', 'details': {'lb': 'A'}}
+             for t in ('a1', 'a2')]
+    work = lanes.Work(items, lambda item: item['details']['lb'])
+    rows = {'a1': states.PENDING, 'a2': states.PENDING}
+    context = Context(rows)
+    log = []
+
+    class StopAfterFirst(Steps):
+        def execute(self, context):
+            if rows[self.item['target']] == states.DONE:
+                return      # as real steps: a finished target stays so
+            if self.item['target'] == 'a2' and context.stopping:
+                raise exceptions.NotYet('the job is stopping')
+            super().execute(context)
+            context.stopping = True
+
+    worker = lanes.LaneWorker('wf', 0, work, lambda item: StopAfterFirst(
+        context, item, log, waits=0))
+    with pytest.raises(exceptions.NotYet):
+        worker.execute(context)
+    assert rows == {'a1': states.DONE, 'a2': states.PENDING}
+    # another lane of this run finds nothing to take: the group is held
+    other = lanes.LaneWorker('wf', 1, work, lambda item: StopAfterFirst(
+        context, item, log, waits=0))
+    assert other.execute(context) == 0
+    # the lane run again (same run) goes on inside its group
+    context.stopping = False
+    worker.execute(context)
+    assert rows == {'a1': states.DONE, 'a2': states.DONE}
+    assert log == ['a1', 'a2']
