@@ -6,11 +6,13 @@ someone else's claim, release and complete, and translate an unreachable
 backend into ``BackendUnavailable``.
 """
 
+import datetime
 import signal
 import subprocess
 import sys
 import time
 
+from oslo_serialization import msgpackutils
 import pytest
 
 from functional.conftest import board_options
@@ -222,3 +224,48 @@ def test_unreachable_backend_is_backend_unavailable(board, tmp_path):
 def test_unknown_driver_is_a_config_error(tmp_path):
     with pytest.raises(exceptions.ConfigError):
         jobboard.fetch(_conf(tmp_path, {'jobboard_backend_driver': 'nope'}))
+
+
+def test_redis_postings_are_taskflows_own(redis_server, namespace,
+                                          tmp_path):
+    """The Redis driver writes postings itself (``submit`` never imports
+    TaskFlow's board): field for field what TaskFlow's board writes, in
+    one sequence with its postings, listed, ordered and claimed by it."""
+    conf = _conf(tmp_path, board_options('redis', redis_server, namespace,
+                                         EXPIRY))
+    drv = jobboard.fetch(conf)
+    drv.connect()
+    try:
+        before = _utcnow()
+        ours = drv.post('job-ours', 'selftest')
+        theirs = drv.board.post(
+            'selftest:job-theirs',
+            details={'job_id': 'job-theirs', 'workflow': 'selftest'}).uuid
+        later = drv.post('job-later', 'selftest')
+        raw = drv.client.hgetall(f'{namespace}:listings'.encode())
+        postings = {k.decode(): msgpackutils.loads(v) for k, v in raw.items()}
+        assert set(postings) == {ours, theirs, later}
+        mine, taskflows = postings[ours], postings[theirs]
+        assert mine.keys() == taskflows.keys()
+        assert {k: type(v) for k, v in mine.items()} == {
+            k: type(v) for k, v in taskflows.items()}
+        assert [postings[u]['sequence'] for u in (ours, theirs, later)] == [
+            mine['sequence'], mine['sequence'] + 1, mine['sequence'] + 2]
+
+        jobs = sorted(drv.board.iterjobs(ensure_fresh=True))
+        assert [j.uuid for j in jobs] == [ours, theirs, later]
+        job = jobs[0]
+        assert job.name == 'selftest:job-ours'
+        assert job.details == {'job_id': 'job-ours', 'workflow': 'selftest'}
+        assert job.priority.value == 'NORMAL'
+        assert before <= job.created_on <= _utcnow()
+        assert drv.claim(job, 'alpha') and drv.owner(job) == 'alpha'
+        drv.complete(job, 'alpha')
+        assert ours not in {j.uuid for j in drv.unclaimed()}
+    finally:
+        drv.close()
+
+
+def _utcnow():
+    """Naive UTC now, as TaskFlow stamps ``created_on``."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)

@@ -18,6 +18,14 @@ and claim, and logs a warning when none does; a claim lost anyway is
 noticed by its owner at the next renewal and the job is run again
 (see doc/production-redis.md).
 
+A posting is written here, in the format of TaskFlow's ``RedisJobBoard``
+(a msgpack dict in the ``<namespace>:listings`` hash under a new uuid,
+numbered from ``<namespace>:sequence``), so that ``submit``, which only
+posts, never imports TaskFlow's board (a twentieth of a CLI command's
+time); claiming, listing and completing go through TaskFlow's board,
+built on first use.  tests/functional/test_jobboard_contract.py checks
+that TaskFlow's board lists and claims what this module posts.
+
 Failures: connecting raises
 :class:`~octavia_workflows.exceptions.BackendUnavailable` with one line
 that says which side refused (the sentinels or the data node, wrong
@@ -27,11 +35,15 @@ a TLS file that does not exist or a malformed ``host:port`` is a
 translated by :meth:`JobBoardDriver.translate`.
 """
 
+import datetime
 import logging
 import os
 import re
+import threading
 import time
+import uuid
 
+from oslo_serialization import msgpackutils
 import redis
 from redis import backoff as redis_backoff
 from redis import exceptions as redis_exc
@@ -39,7 +51,6 @@ from redis import maint_notifications
 from redis import retry as redis_retry
 from redis import sentinel as redis_sentinel
 from taskflow import exceptions as tf_exc
-from taskflow.jobs.backends import impl_redis as tf_redis
 
 from octavia_workflows import exceptions
 from octavia_workflows.engine.jobboard import base
@@ -117,6 +128,8 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
     backend_errors = (redis_exc.RedisError,)
 
     def __init__(self, conf, name='octavia-workflows'):
+        self._taskflow_board = None
+        self._board_lock = threading.Lock()
         super().__init__(conf, name)
         self.client = None
         self._watcher = None
@@ -124,12 +137,64 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
         self._pubsub = None
 
     @property
+    def board(self):
+        """TaskFlow's board on this driver's client, connected on first
+        use (``submit`` never needs it: see the module docstring)."""
+        with self._board_lock:
+            if self._taskflow_board is None and self.client is not None:
+                # Imported here, not with this module: it costs a CLI
+                # command that only posts ~50 ms (oslo_utils.strutils
+                # compiles its masking patterns on import).
+                from taskflow.jobs.backends import impl_redis as tf_redis
+
+                board = tf_redis.RedisJobBoard(
+                    self.name,
+                    {'namespace': self.conf.task_flow.
+                     jobboard_backend_namespace},
+                    client=self.client)
+                with self.translate('connecting'):
+                    board.connect()
+                self._taskflow_board = board
+            return self._taskflow_board
+
+    @board.setter
+    def board(self, value):
+        with self._board_lock:
+            self._taskflow_board = value
+
+    def _key(self, piece):
+        """A board key as TaskFlow's ``RedisJobBoard.join`` makes it."""
+        namespace = self.conf.task_flow.jobboard_backend_namespace
+        if namespace is None:
+            return piece.encode('utf-8')
+        return f'{namespace}:{piece}'.encode()
+
+    @property
     def _channel(self):
         """Where a posting is announced (conductors listen while idle)."""
         return f'{self.conf.task_flow.jobboard_backend_namespace}.posted'
 
     def post(self, job_id, workflow):
-        board_uuid = super().post(job_id, workflow)
+        # What TaskFlow's RedisJobBoard.post writes (see the module
+        # docstring): same keys, same fields, same encoding.
+        board_uuid = str(uuid.uuid4())
+        posting = {
+            'uuid': board_uuid,
+            'name': f'{workflow}:{job_id}',
+            'priority': 'NORMAL',
+            'created_on': datetime.datetime.now(
+                datetime.timezone.utc).replace(tzinfo=None),
+            'details': {'job_id': job_id, 'workflow': workflow},
+        }
+        with self.translate('posting a job'):
+            posting['sequence'] = self.client.incr(self._key('sequence'))
+            posted = self.client.hsetnx(
+                self._key('listings'), board_uuid.encode('latin-1'),
+                msgpackutils.dumps(posting))
+        if not posted:
+            raise exceptions.BackendUnavailable(
+                f'jobboard {self.describe()}: posting job {job_id} failed: '
+                f'board job {board_uuid} exists already')
         self._replicated(f'posting of job {job_id}')
         try:
             self.client.publish(self._channel, board_uuid)
@@ -244,7 +309,6 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
             f'{", ".join(where)}: {why}' for why, where in reasons.items())
 
     def connect(self):
-        tf = self.conf.task_flow
         self._watcher = None
         try:
             self.client = self._make_client()
@@ -266,11 +330,7 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
             raise exceptions.BackendUnavailable(
                 f'jobboard {self.describe()} is unreachable: {reason}'
             ) from exc
-        self.board = tf_redis.RedisJobBoard(
-            self.name, {'namespace': tf.jobboard_backend_namespace},
-            client=self.client)
-        with self.translate('connecting'):
-            self.board.connect()
+        self.board = None       # TaskFlow's, built on first use
 
     def _replicated(self, what):
         """With Sentinel: wait for a replica to have ``what`` (see the
@@ -289,7 +349,14 @@ class RedisDriver(fleet_redis.RedisFleet, base.JobBoardDriver):
 
     def close(self):
         self._close_pubsub()
-        super().close()
+        with self._board_lock:
+            board, self._taskflow_board = self._taskflow_board, None
+        if board is not None:
+            try:
+                board.close()
+            except Exception:       # closing never raises (base.close)
+                LOG.debug('closing the TaskFlow board failed',
+                          exc_info=True)
         if self.client is not None:
             self.client.close()
 
