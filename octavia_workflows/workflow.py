@@ -4,10 +4,16 @@ The neutral ground between the engine (which runs jobs) and the
 runbooks (:mod:`octavia_workflows.flows`, which say what a job does):
 both import this module, neither imports the other.
 
-A runbook module (``flows/<name>.py``) defines a module-level
-:class:`Workflow` named ``WORKFLOW`` and registers it under the
-``octavia_workflows.workflows`` entry point; :func:`get` loads it
-through stevedore, like every other plug point.  The workflow says:
+A runbook is a package (``flows/<name>/``): its ``__init__`` declares
+a module-level :class:`Workflow` named ``WORKFLOW`` (parameters,
+checks, the plan) and registers it under the
+``octavia_workflows.workflows`` entry point, and imports no TaskFlow;
+its ``flow`` module holds the steps and the flow factories.  The
+package's ``__getattr__`` (:func:`flow_names`) finds the factories under
+their frozen names (``octavia_workflows.flows.<name>:<factory>``) in
+``flow``, imported on first use: validating, planning and submitting a
+job never load TaskFlow.  :func:`get` loads a declaration through
+stevedore, like every other plug point.  The workflow says:
 
 - its parameters (typed, with defaults), validated before anything is
   posted;
@@ -33,6 +39,7 @@ InvalidParameter` with a one-line message.
 
 import dataclasses
 import difflib
+import importlib
 import typing
 import uuid
 
@@ -263,6 +270,29 @@ def _uuid(name, text):
     except ValueError:
         raise exceptions.InvalidParameter(
             f'parameter {name}: {text!r} is not a UUID') from None
+
+
+def flow_names(package):
+    """The module ``__getattr__`` (PEP 562) of the runbook package
+    ``package``: a name its declaration does not define (a flow factory,
+    a step) is looked up in ``<package>.flow``, imported on first use
+    (see the module docstring).  Dunder names are never forwarded, so
+    tools probing the package do not import the flow.
+
+    :raises AttributeError: neither module has the name.
+    """
+    def __getattr__(name):
+        if name.startswith('__'):
+            raise AttributeError(
+                f'module {package!r} has no attribute {name!r}')
+        flow = importlib.import_module(f'{package}.flow')
+        try:
+            return getattr(flow, name)
+        except AttributeError:
+            raise AttributeError(
+                f'module {package!r} has no attribute {name!r}') from None
+
+    return __getattr__
 
 
 def names():

@@ -103,7 +103,7 @@ def test_the_graph_is_read_from_real_sources():
     assert 'octavia_workflows.workflow' in GRAPH[
         'octavia_workflows.engine.runner']
     assert 'octavia_workflows.machinery.steps' in GRAPH[
-        'octavia_workflows.flows.rotate_images']
+        'octavia_workflows.flows.rotate_images.flow']
 
 
 def test_each_layer_imports_only_what_it_may():

@@ -10,7 +10,7 @@ from octavia_workflows.flows import (
     rotate_certificates,
     rotate_images,
 )
-from octavia_workflows.machinery import amphora, inventory
+from octavia_workflows.machinery import amphora_plan, inventory
 
 OLD, NEW = 'img-old', 'img-new'
 
@@ -116,7 +116,7 @@ def test_failover_amphorae_repair_uses_lb_failover_for_error_lbs():
     }
     candidates = [siblings['l1'][0], siblings['l2'][0], siblings['l3'][0],
                   amp('spare', None, status='ERROR')]
-    targets, skipped = amphora.select(
+    targets, skipped = amphora_plan.select(
         candidates, lbs, siblings, repair=True)
     assert [(t.target, t.action) for t in targets] == [
         ('e1', 'lb-failover'), ('m2', 'amphora-failover')]
@@ -129,7 +129,7 @@ def test_failover_amphorae_repair_uses_lb_failover_for_error_lbs():
 def test_failover_amphorae_without_repair_never_touches_error_lbs():
     lbs = {'l1': lb('l1', status='ERROR')}
     siblings = {'l1': [amp('e1', 'l1')]}
-    targets, skipped = amphora.select(
+    targets, skipped = amphora_plan.select(
         siblings['l1'], lbs, siblings, missing=['nope'])
     assert targets == []
     assert {t.target: t.reason for t in skipped} == {
@@ -139,7 +139,7 @@ def test_failover_amphorae_without_repair_never_touches_error_lbs():
 def test_standby_is_failed_over_before_master():
     lbs = {'l1': lb('l1')}
     siblings = {'l1': [amp('m', 'l1', 'MASTER'), amp('b', 'l1', 'BACKUP')]}
-    targets, _ = amphora.select(siblings['l1'], lbs, siblings)
+    targets, _ = amphora_plan.select(siblings['l1'], lbs, siblings)
     assert [t.target for t in targets] == ['b', 'm']
 
 

@@ -40,10 +40,7 @@ must be idempotent (``systemctl stop`` is) and are simply run again.
 
 import os
 
-from taskflow.patterns import linear_flow
-
 from octavia_workflows import exceptions, workflow
-from octavia_workflows.flows.cold_upgrade import steps as impl
 from octavia_workflows.flows.cold_upgrade.procedure import (  # noqa: F401
     GATE_MESSAGE,
     GATE_TARGET,
@@ -55,7 +52,6 @@ from octavia_workflows.flows.cold_upgrade.procedure import (  # noqa: F401
     service_label,
     steps,
 )
-from octavia_workflows.machinery import retry
 
 
 def _check(params):
@@ -101,23 +97,6 @@ def plan(context, params):
     return workflow.Plan(targets=targets, notes=notes)
 
 
-def cold_upgrade_flow(params, targets):
-    """Factory: one retry-controlled subflow per step, in plan order.
-
-    Atom names: ``cold-upgrade:<target>:step`` and
-    ``cold-upgrade:<target>:retry`` (stable across releases).
-    """
-    flow = linear_flow.Flow(NAME)
-    for item in targets:
-        target = item['target']
-        sub = linear_flow.Flow(f'{NAME}:{target}',
-                               retry=retry.Again(f'{NAME}:{target}:retry'))
-        sub.add(impl.TASKS[item['action']](target, item['action'],
-                                           item['details']))
-        flow.add(sub)
-    return flow
-
-
 WORKFLOW = workflow.Workflow(
     name=NAME,
     description='Cold upgrade of the Octavia control plane: pre-flight, '
@@ -160,3 +139,7 @@ WORKFLOW = workflow.Workflow(
     check=_check,
     preflight=preflight,
 )
+
+#: The steps and the flow factory, in :mod:`.flow` (see
+#: :func:`octavia_workflows.workflow.flow_names`).
+__getattr__ = workflow.flow_names(__name__)

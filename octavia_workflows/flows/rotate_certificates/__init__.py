@@ -13,11 +13,10 @@ import datetime
 
 from octavia_workflows import exceptions, workflow
 from octavia_workflows.machinery import (
-    amphora,
+    amphora_plan,
     health,
     inventory,
     runstate,
-    shape,
 )
 from octavia_workflows.machinery import params as shared
 
@@ -65,48 +64,19 @@ def plan(context, params):
     lbs = {lb['id']: lb for lb in inv.lbs}
     amps = [a for lb_id in lbs for a in inventory.live(
         inv.amphorae_of(lb_id))]
-    targets, skipped = amphora.select(
+    targets, skipped = amphora_plan.select(
         amps, lbs, inv.amphorae, zone=params.get('availability_zone'),
         wanted=lambda amp: expiry_reason(amp, expires_before))
     for lb_id in inv.missing:
-        skipped.append(workflow.Target(lb_id, amphora.ACTION,
+        skipped.append(workflow.Target(lb_id, amphora_plan.ACTION,
                                    {'lb': lb_id}, 'load balancer not found'))
     for target in targets + skipped:
         if expires_before:
             target.details['expires_before'] = expires_before
-    notes = amphora.plan_notes(targets)
+    notes = amphora_plan.plan_notes(targets)
     if expires_before:
         notes.append(f'certificates expiring before {expires_before}')
     return workflow.Plan(targets=targets, skipped=skipped, notes=notes)
-
-
-class StartCertificateRotation(amphora.StartAmphoraFailover):
-    """Re-check the amphora; skip it if its certificate was renewed."""
-
-    def wanted(self, amp):
-        return expiry_reason(amp, self.details.get('expires_before'))
-
-
-def rotate_certificates_flow(params, targets):
-    """Factory of earlier releases: lanes of start / failover / wait
-    atoms per amphora."""
-    return amphora.amphora_flow(NAME, params, targets,
-                                     StartCertificateRotation)
-
-
-def rotate_certificates_flow_v3(params, targets):
-    """Factory: at most ``concurrency`` lanes of one atom each, however
-    many amphorae."""
-    return amphora.amphora_lanes(NAME, params, targets,
-                                 StartCertificateRotation)
-
-
-def rotate_certificates_flow_v2(params, targets):
-    """Factory of earlier releases: lanes of one start-failover-wait
-    atom per amphora."""
-    return amphora.amphora_flow(
-        NAME, params, targets, StartCertificateRotation,
-        target_flow=shape.compact_target_flow)
 
 
 WORKFLOW = workflow.Workflow(
@@ -132,3 +102,7 @@ WORKFLOW = workflow.Workflow(
     lanes=shared.lanes,
     run_state=runstate.for_job,
 )
+
+#: The steps and flow factories, in :mod:`.flow` (see
+#: :func:`octavia_workflows.workflow.flow_names`).
+__getattr__ = workflow.flow_names(__name__)

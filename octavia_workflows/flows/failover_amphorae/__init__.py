@@ -35,8 +35,8 @@ is posted.
 
 import configparser
 
-from octavia_workflows import exceptions, states, workflow
-from octavia_workflows.machinery import amphora, health, runstate, shape
+from octavia_workflows import exceptions, workflow
+from octavia_workflows.machinery import amphora_plan, health, runstate
 from octavia_workflows.machinery import params as shared
 
 NAME = 'failover-amphorae'
@@ -199,8 +199,8 @@ def plan(context, params):
                 amps.append(cloud.get_amphora(amp_id))
             except exceptions.CloudNotFound:
                 missing.append(amp_id)
-    lbs, lb_amphorae = amphora.gather(cloud, amps)
-    targets, skipped = amphora.select(
+    lbs, lb_amphorae = amphora_plan.gather(cloud, amps)
+    targets, skipped = amphora_plan.select(
         amps, lbs, lb_amphorae, repair=repair, missing=missing,
         project=params.get('project'),
         zone=params.get('availability_zone'),
@@ -213,60 +213,7 @@ def plan(context, params):
             targets, skipped, len(fleet), params.get('failover_threshold'),
             params.get('stop_at_threshold'), chosen)
     return workflow.Plan(targets=targets, skipped=skipped,
-                         notes=notes + amphora.plan_notes(targets))
-
-
-class StartStoppedFailover(amphora.StartAmphoraFailover):
-    """The start of a FAILOVER_STOPPED amphora: as any amphora failover,
-    and the amphora must still be FAILOVER_STOPPED and (with
-    ``stop_at_threshold``) at least the threshold of amphorae stale,
-    not counting this job's own failovers in flight.  Fresh reads only
-    (no read-ahead): a count read ahead would be old."""
-
-    read = None
-
-    def recheck(self, context, cloud):
-        data = amphora.StartAmphoraFailover.read(cloud, self.details)
-        reason, before = self.judge(context, data)
-        if reason or data is None:
-            return reason, before
-        amp = data[0]
-        if amp.get('status') != STOPPED:
-            return (f'amphora is {amp.get("status")} now, no longer '
-                    f'{STOPPED} (its heartbeats came back)'), None
-        threshold = self.details.get('stale_threshold')
-        if threshold:
-            stale = {a['id'] for a in cloud.list_amphorae(status=STOPPED)
-                     if a.get('status') == STOPPED}
-            flying = set(context.records.target_states(
-                context.job_id, (states.RUNNING,))) - {self.target}
-            count = len(stale - flying)
-            if count < threshold:
-                return (f'fewer than failover_threshold={threshold} '
-                        f'amphorae are stale now ({count}): the health '
-                        f'manager has resumed automatic failover'), None
-        return None, before
-
-
-def failover_amphorae_flow(params, targets):
-    """Factory of earlier releases: lanes (one load balancer's amphorae
-    in one lane) of start / failover / wait atoms per amphora."""
-    return amphora.amphora_flow(NAME, params, targets)
-
-
-def failover_amphorae_flow_v2(params, targets):
-    """Factory of earlier releases: lanes (one load balancer's amphorae
-    in one lane) of one start-failover-wait atom per amphora."""
-    return amphora.amphora_flow(NAME, params, targets,
-                                target_flow=shape.compact_target_flow)
-
-
-def failover_amphorae_flow_v3(params, targets):
-    """Factory: at most ``concurrency`` lanes of one atom each, however
-    many amphorae (one load balancer's amphorae in one lane)."""
-    start = StartStoppedFailover if params.get('status') == STOPPED \
-        else amphora.StartAmphoraFailover
-    return amphora.amphora_lanes(NAME, params, targets, start)
+                         notes=notes + amphora_plan.plan_notes(targets))
 
 
 WORKFLOW = workflow.Workflow(
@@ -304,3 +251,7 @@ WORKFLOW = workflow.Workflow(
     lanes=shared.lanes,
     run_state=runstate.for_job,
 )
+
+#: The steps and flow factories, in :mod:`.flow` (see
+#: :func:`octavia_workflows.workflow.flow_names`).
+__getattr__ = workflow.flow_names(__name__)

@@ -1,5 +1,6 @@
-"""The steps of ``cold-upgrade`` (see :mod:`octavia_workflows.flows.
-cold_upgrade`).
+"""The steps and the flow factory of ``cold-upgrade`` (the declaration
+and the plan, which import no TaskFlow, are in the package,
+:mod:`octavia_workflows.flows.cold_upgrade`).
 
 Every step is a task in its own retry-controlled subflow and keeps its
 progress in its target's record, so that run again (resume, takeover,
@@ -26,6 +27,8 @@ approval) it knows what already happened:
 import logging
 import os
 import time
+
+from taskflow.patterns import linear_flow
 
 from octavia_workflows import exceptions, states
 from octavia_workflows.cloud import upgrade
@@ -329,3 +332,20 @@ TASKS = {
     'image': ImageStep,
     'rotate': RotateStep,
 }
+
+
+def cold_upgrade_flow(params, targets):
+    """Factory: one retry-controlled subflow per step, in plan order.
+
+    Atom names: ``cold-upgrade:<target>:step`` and
+    ``cold-upgrade:<target>:retry`` (stable across releases).
+    """
+    flow = linear_flow.Flow(cu.NAME)
+    for item in targets:
+        target = item['target']
+        sub = linear_flow.Flow(f'{cu.NAME}:{target}',
+                               retry=retry.Again(f'{cu.NAME}:{target}:retry'))
+        sub.add(TASKS[item['action']](target, item['action'],
+                                           item['details']))
+        flow.add(sub)
+    return flow
