@@ -51,16 +51,17 @@ def _stale(record, board_uuid):
 
 def _preload():
     """Import what running a job needs (the cloud SDK, every installed
-    workflow) while the conductor waits for work, so that the first job
-    claimed does not pay a second for it.  A workflow that cannot be
-    imported is reported here; its jobs fail when they run."""
+    workflow with its current flow factory) while the conductor waits
+    for work, so that the first job claimed does not pay a second for
+    it.  A workflow that cannot be imported is reported here; its jobs
+    fail when they run."""
     try:
         import openstack  # noqa: F401
     except Exception as exc:
         LOG.warning('cannot import openstacksdk: %s', exc)
     for name in workflow.names():
         try:
-            workflow.get(name)
+            workflow.get(name).load_factory()
         except Exception as exc:
             LOG.warning('workflow %s cannot be loaded: %s', name, exc)
 

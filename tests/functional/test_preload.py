@@ -1,5 +1,5 @@
-"""The conductor's preload imports the SDK and every installed workflow,
-and names a workflow that cannot be imported (in a real interpreter,
+"""The conductor's preload imports the SDK and every installed workflow
+(its flow factory too), and names a workflow that cannot be imported (in a real interpreter,
 with a real broken entry point installed next to ours).
 
 A fresh interpreter per test: the functional tier."""
@@ -19,7 +19,8 @@ from octavia_workflows.engine import conductor
 assert 'openstack' not in sys.modules
 conductor._preload()
 print('openstack' in sys.modules,
-      'octavia_workflows.flows.rotate_images' in sys.modules)
+      'octavia_workflows.flows.rotate_images' in sys.modules,
+      'octavia_workflows.flows.rotate_images.flow' in sys.modules)
 """
 
 
@@ -35,7 +36,7 @@ def test_preload_imports_workflows_and_names_a_broken_one(tmp_path):
     proc = subprocess.run([sys.executable, '-c', SCRIPT], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ['True', 'True']
+    assert proc.stdout.split() == ['True', 'True', 'True']
     warnings = [line for line in proc.stderr.splitlines()
                 if 'cannot be loaded' in line]
     assert len(warnings) == 1
