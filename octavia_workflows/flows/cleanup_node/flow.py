@@ -1,9 +1,6 @@
-"""The steps and flow factories of ``cleanup-node``.
-
-What it plans and why, its parameters and what happens on failure:
-the package,
-:mod:`octavia_workflows.flows.cleanup_node`, which imports no TaskFlow;
-this module is imported when a job's flow is built.
+"""The steps of ``cleanup-node``: re-check a leftover server
+(:class:`StartCleanup`), delete it once (:class:`DeleteServer`), wait
+until Nova has it gone (:class:`WaitServerGone`); and the flow factories.
 """
 
 import time

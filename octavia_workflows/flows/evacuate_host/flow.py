@@ -1,9 +1,7 @@
-"""The steps and flow factories of ``evacuate-host``.
-
-What it plans and why, its parameters and what happens on failure:
-the package,
-:mod:`octavia_workflows.flows.evacuate_host`, which imports no TaskFlow;
-this module is imported when a job's flow is built.
+"""The steps of ``evacuate-host``: disable the host's compute service
+once (:class:`DisableComputeService`), fail over each amphora on it
+(the amphora steps, started by :class:`StartEvacuation`), verify the
+host is left empty (:class:`VerifyHostEmpty`); and the flow factories.
 """
 
 from taskflow.patterns import linear_flow

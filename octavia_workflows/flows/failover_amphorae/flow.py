@@ -1,9 +1,6 @@
-"""The steps and flow factories of ``failover-amphorae``.
-
-What it plans and why, its parameters and what happens on failure:
-the package,
-:mod:`octavia_workflows.flows.failover_amphorae`, which imports no TaskFlow;
-this module is imported when a job's flow is built.
+"""The steps of ``failover-amphorae``: the shared amphora steps with a
+start (:class:`StartStoppedFailover`) that also accepts amphorae in
+FAILOVER_STOPPED; and the flow factories.
 """
 
 

@@ -1,9 +1,7 @@
-"""The steps and flow factories of ``reconfigure-amphorae``.
-
-What it plans and why, its parameters and what happens on failure:
-the package,
-:mod:`octavia_workflows.flows.reconfigure_amphorae`, which imports no TaskFlow;
-this module is imported when a job's flow is built.
+"""The steps of ``reconfigure-amphorae``: re-check the amphora
+(:class:`StartConfigure`), push the configuration once
+(:class:`ConfigureAmphora`), verify it took by the heartbeats
+(:class:`VerifyConfigured`); and the flow factories.
 """
 
 import time

@@ -1,9 +1,7 @@
-"""The steps and flow factories of ``repair-stuck``.
-
-What it plans and why, its parameters and what happens on failure:
-the package,
-:mod:`octavia_workflows.flows.repair_stuck`, which imports no TaskFlow;
-this module is imported when a job's flow is built.
+"""The steps of ``repair-stuck``: re-check that the load balancer is
+still stuck and no Octavia worker owns it (:class:`Start`), repair it
+once (:class:`Repair`), wait for it to settle (:class:`Wait`); and the
+flow factory.
 """
 
 import datetime

@@ -1,9 +1,6 @@
-"""The steps and flow factories of ``rotate-certificates``.
-
-What it plans and why, its parameters and what happens on failure:
-the package,
-:mod:`octavia_workflows.flows.rotate_certificates`, which imports no TaskFlow;
-this module is imported when a job's flow is built.
+"""The steps of ``rotate-certificates``: the shared amphora steps with a
+start (:class:`StartCertificateRotation`) that re-checks the
+certificate's expiry; and the flow factories.
 """
 
 

@@ -1,9 +1,8 @@
-"""The steps and flow factories of ``rotate-images``.
-
-What it plans and why, its parameters and what happens on failure:
-the package,
-:mod:`octavia_workflows.flows.rotate_images`, which imports no TaskFlow;
-this module is imported when a job's flow is built.
+"""The steps of ``rotate-images``: re-check that the load balancer is
+ACTIVE and still stale (:class:`StartRotation`), fail it over once
+(:class:`FailoverLoadBalancer`), wait and verify its amphorae were
+replaced on the wanted image (:class:`WaitForLoadBalancer`); and the
+flow factories.
 """
 
 

@@ -1,9 +1,5 @@
-"""The steps and flow factories of ``selftest``.
-
-What it plans and why, its parameters and what happens on failure:
-the package,
-:mod:`octavia_workflows.flows.selftest`, which imports no TaskFlow;
-this module is imported when a job's flow is built.
+"""The steps of ``selftest`` (wait, confirm the claim, record the step)
+and its flow factories.
 """
 
 import os
