@@ -21,6 +21,12 @@ from the call's return until seen settled; conductor: from the target's
 those differ, the sandbox ran at a different speed for the two sides,
 and the ratio says as much about that as about the conductor.
 
+Where the machine's two cores went is printed per round and side: the
+CPU seconds of Octavia's worker, API, health manager, MariaDB, the
+conductor, Redis, the stand-in and this script (the plain loop runs in
+it) -- at concurrency 4 the Octavia worker is the bottleneck, so CPU
+the conductor's side spends elsewhere slows its failovers.
+
 The job's fixed cost is printed per round: from just before ``submit``
 to its first failover call (the earliest target's recorded ``intent``:
 CLI start, posting, claim, planning and the first re-check), and from
@@ -105,31 +111,92 @@ def phases(engine, job_id, concurrency):
     """Mean seconds of each part of a target's run, from its record:
     ``start->intent`` (admitted: re-check, the begin and intent writes),
     ``intent->call`` (fence + the failover call), ``call->verified``
-    (Octavia's work, seen settled, verified) and ``gap`` (the previous
-    target of its lane verified -> this one started: the end write, the
-    next start's reads and checks).  Lanes are dealt round-robin in plan
-    order, one load balancer per target, as the factory does."""
-    query = sa.text('SELECT seq, details FROM ow_targets '
-                    'WHERE job_id = :id ORDER BY seq')
-    with engine.connect() as db:
-        rows = [json.loads(d) for _, d in
-                db.execute(query, {'id': job_id})]
-    parts = {'start->intent': [], 'intent->call': [], 'call->verified': [],
-             'gap': []}
+    (Octavia's work, seen settled, verified) and ``gap`` (a lane's
+    previous target verified -> its next one started: the end write, the
+    next start's reads and checks).  Lanes take the next target as they
+    come free, so each target after the first ``concurrency`` is matched
+    with the latest verification before its start not yet matched."""
+    query = sa.text('SELECT details FROM ow_targets WHERE job_id = :id')
     keys = ('started', 'intent', 'requested_at', 'verified')
-    for lane in range(concurrency):
-        done = [d for d in rows[lane::concurrency]
+    with engine.connect() as db:
+        done = [d for d in (json.loads(r[0]) for r in
+                            db.execute(query, {'id': job_id}))
                 if all(d.get(k) for k in keys)]
-        done.sort(key=lambda d: d['started'])
-        for d in done:
-            parts['start->intent'].append(d['intent'] - d['started'])
-            parts['intent->call'].append(d['requested_at'] - d['intent'])
-            parts['call->verified'].append(d['verified']
-                                           - d['requested_at'])
-        parts['gap'] += [b['started'] - a['verified']
-                         for a, b in zip(done, done[1:], strict=False)]
+    done.sort(key=lambda d: d['started'])
+    parts = {'start->intent': [d['intent'] - d['started'] for d in done],
+             'intent->call': [d['requested_at'] - d['intent']
+                              for d in done],
+             'call->verified': [d['verified'] - d['requested_at']
+                                for d in done],
+             'gap': []}
+    freed = []
+    for n, d in enumerate(done):
+        if n >= concurrency:
+            before = [v for v in freed if v <= d['started']]
+            if before:
+                latest = max(before)
+                freed.remove(latest)
+                parts['gap'].append(d['started'] - latest)
+        freed.append(d['verified'])
     return {k: round(sum(v) / len(v), 4) if v else None
             for k, v in parts.items()}
+
+
+#: Process roles by a piece of their command line (first match wins).
+ROLES = (('octavia-worker', 'worker'), ('apiserver', 'api'),
+         ('health-manager', 'health'), ('heartbeats', 'health'),
+         ('mariadbd', 'mariadb'), (' conductor ', 'conductor'),
+         ('standin', 'standin'), ('redis-server', 'redis'))
+
+
+def cpu_by_role(root):
+    """CPU seconds (user + system) used so far by the processes whose
+    command line names ``root`` (the benchmark's directory) and their
+    children (Octavia's workers rename themselves), by role, plus this
+    script's own."""
+    tick = os.sysconf('SC_CLK_TCK')
+    procs = {}
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as handle:
+                cmdline = handle.read().replace(b'\0', b' ').decode(
+                    errors='replace')
+            with open(f'/proc/{pid}/stat', encoding='ascii') as handle:
+                fields = handle.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        procs[pid] = (cmdline, fields[1],
+                      (int(fields[11]) + int(fields[12])) / tick)
+
+    def role(pid, depth=0):
+        """Its own role by its command line, if it or an ancestor names
+        ``root``; else (a renamed child) its parent's; None: not ours."""
+        cmdline, parent, _ = procs[pid]
+        inherited = None
+        if str(root) not in cmdline:
+            if parent not in procs or depth >= 5:
+                return None
+            inherited = role(parent, depth + 1)
+            if inherited is None:
+                return None
+        own = next((r for key, r in ROLES if key in f' {cmdline} '), None)
+        return own or inherited or 'other'
+
+    used = {}
+    for pid, (_, _, seconds) in procs.items():
+        found = role(pid)
+        if found is not None:
+            used[found] = used.get(found, 0.0) + seconds
+    times = os.times()
+    used['this script'] = times.user + times.system
+    return used
+
+
+def cpu_spent(before, after):
+    """CPU seconds per role between two :func:`cpu_by_role` readings
+    (processes that ended in between count as nothing)."""
+    return {role: round(after.get(role, 0.0) - before.get(role, 0.0), 2)
+            for role in sorted(set(before) | set(after))}
 
 
 def rss_mib(pid):
@@ -257,19 +324,29 @@ def one_round(box, conn, conf, env, engine, pid, n, concurrency, round_):
     conn.image.create_image(
         name=f'amphora-c{concurrency}-r{round_}', disk_format='qcow2',
         container_format='bare', data=b'x', tags=['amphora'])
+    cpu = {}
+
+    def plain_side():
+        before = cpu_by_role(box.dir.parent)
+        result = plain_rotation(conn, ids[:n], concurrency)
+        cpu['plain'] = cpu_spent(before, cpu_by_role(box.dir.parent))
+        return result
+
     if round_ % 2 == 0:
-        plain, states, plain_seen = plain_rotation(conn, ids[:n],
-                                                   concurrency)
+        plain, states, plain_seen = plain_side()
+    before = cpu_by_role(box.dir.parent)
     ours, state, job_id, peak, (to_call, to_end), cli = conductor_rotation(
         conf, env, engine, ids[n:], concurrency, pid)
+    cpu['conductor'] = cpu_spent(before, cpu_by_role(box.dir.parent))
     if round_ % 2 == 1:
-        plain, states, plain_seen = plain_rotation(conn, ids[:n],
-                                                   concurrency)
+        plain, states, plain_seen = plain_side()
     ours_seen = seen_durations(engine, job_id)
     print(f'c={concurrency} round {round_}: plain {plain:.2f} s, '
           f'conductor {ours:.2f} s, submit->1st call {to_call} s '
           f'(the submit process {cli:.3f} s), '
           f'per target {phases(engine, job_id, concurrency)}', flush=True)
+    print(f'  CPU s during the plain loop {cpu["plain"]}; during the '
+          f'conductor\'s run {cpu["conductor"]}', flush=True)
     stored_rows, stored_bytes = stored_per_job(engine, job_id)
     done = sum(box.accounting().failovers_by_lb(ids[n:]).values())
     return {'concurrency': concurrency, 'n': n, 'round': round_,
@@ -286,6 +363,8 @@ def one_round(box, conn, conf, env, engine, pid, n, concurrency, round_):
             'plain_errors': states.count('ERROR'),
             'failovers_counted': done,
             'conductor_peak_rss_mib': round(peak, 1),
+            'cpu_seconds_plain': cpu['plain'],
+            'cpu_seconds_conductor': cpu['conductor'],
             'stored_rows_per_target': round(stored_rows / n, 2),
             'stored_bytes_per_target': round(stored_bytes / n)}
 
