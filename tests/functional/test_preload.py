@@ -1,6 +1,7 @@
 """The conductor's preload imports the SDK and every installed workflow
-(its flow factory too), and names a workflow that cannot be imported (in a real interpreter,
-with a real broken entry point installed next to ours).
+(its flow factory too), and names a workflow that cannot be imported
+(in a real interpreter, with a real broken entry point installed next
+to ours).
 
 A fresh interpreter per test: the functional tier."""
 

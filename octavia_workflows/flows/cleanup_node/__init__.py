@@ -38,10 +38,7 @@ conductor that dies around the call re-checks and only waits.
 """
 
 from octavia_workflows import exceptions, workflow
-from octavia_workflows.machinery import (
-    hosts,
-    runstate,
-)
+from octavia_workflows.machinery import hosts, runstate
 from octavia_workflows.machinery import params as shared
 
 NAME = 'cleanup-node'

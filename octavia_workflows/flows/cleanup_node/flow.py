@@ -7,12 +7,7 @@ import time
 
 from octavia_workflows import exceptions
 from octavia_workflows.flows.cleanup_node import NAME, recheck_server
-from octavia_workflows.machinery import (
-    lanes,
-    retry,
-    shape,
-    steps,
-)
+from octavia_workflows.machinery import lanes, retry, shape, steps
 
 
 class StartCleanup(steps.StartTarget):

@@ -346,6 +346,6 @@ def cold_upgrade_flow(params, targets):
         sub = linear_flow.Flow(f'{cu.NAME}:{target}',
                                retry=retry.Again(f'{cu.NAME}:{target}:retry'))
         sub.add(TASKS[item['action']](target, item['action'],
-                                           item['details']))
+                                      item['details']))
         flow.add(sub)
     return flow

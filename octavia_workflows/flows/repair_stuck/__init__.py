@@ -38,11 +38,7 @@ import datetime
 
 from octavia_workflows import exceptions, workflow
 from octavia_workflows.cloud import octavia_db, octavia_jobs
-from octavia_workflows.machinery import (
-    health,
-    inventory,
-    runstate,
-)
+from octavia_workflows.machinery import health, inventory, runstate
 from octavia_workflows.machinery import params as shared
 
 NAME = 'repair-stuck'

@@ -9,12 +9,7 @@ import datetime
 from octavia_workflows import exceptions, states
 from octavia_workflows.cloud import octavia_db
 from octavia_workflows.flows.repair_stuck import DELETING, NAME, busy, database
-from octavia_workflows.machinery import (
-    inventory,
-    lanes,
-    retry,
-    steps,
-)
+from octavia_workflows.machinery import inventory, lanes, retry, steps
 
 
 class Start(steps.StartTarget):

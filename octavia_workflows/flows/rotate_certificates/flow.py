@@ -5,10 +5,7 @@ certificate's expiry; and the flow factories.
 
 
 from octavia_workflows.flows.rotate_certificates import NAME, expiry_reason
-from octavia_workflows.machinery import (
-    amphora,
-    shape,
-)
+from octavia_workflows.machinery import amphora, shape
 
 
 class StartCertificateRotation(amphora.StartAmphoraFailover):

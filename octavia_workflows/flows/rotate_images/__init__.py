@@ -23,11 +23,7 @@ load balancers have a short outage during their failover.
 import datetime
 
 from octavia_workflows import exceptions, workflow
-from octavia_workflows.machinery import (
-    health,
-    inventory,
-    runstate,
-)
+from octavia_workflows.machinery import health, inventory, runstate
 from octavia_workflows.machinery import params as shared
 
 NAME = 'rotate-images'

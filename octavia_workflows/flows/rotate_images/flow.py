@@ -8,12 +8,7 @@ flow factories.
 
 from octavia_workflows import exceptions, states
 from octavia_workflows.flows.rotate_images import NAME, stale_reason
-from octavia_workflows.machinery import (
-    inventory,
-    lanes,
-    shape,
-    steps,
-)
+from octavia_workflows.machinery import inventory, lanes, shape, steps
 
 
 class StartRotation(steps.StartTarget):

@@ -23,7 +23,7 @@ A posting is written here, in the format of TaskFlow's ``RedisJobBoard``
 numbered from ``<namespace>:sequence``), so that ``submit``, which only
 posts, never imports TaskFlow's board (a twentieth of a CLI command's
 time); claiming, listing and completing go through TaskFlow's board,
-built on first use.  tests/functional/test_jobboard_contract.py checks
+built on first use.  tests/functional/test_jobboards.py checks
 that TaskFlow's board lists and claims what this module posts.
 
 Failures: connecting raises
